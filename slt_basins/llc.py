@@ -1,0 +1,402 @@
+"""Local learning coefficient (LLC) estimation with vectorised, localised SGLD.
+
+The estimator (Lau et al. 2023, arXiv:2308.12108) is
+
+    λ̂(w*) = nβ · ( E_w[L_n(w)] − L_n(w*) ),   p(w) ∝ exp(−nβ·L_n(w) − (γ/2)‖w − w*‖²),
+
+with the expectation replaced by the average of the post-burn-in SGLD draws over all chains.
+See :func:`estimate_llc` (a model and its data) and :func:`estimate_llc_potential` (a loss K(w)
+given directly). Both are thin adapters onto the same kernel and chain loop.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import grad, vjp
+from torch.utils.data import DataLoader
+
+from . import diagnostics
+from .chains import ChainRun, run_chains
+from .data import as_tensors
+from .functional import FlatModel
+from .losses import resolve_loss
+from .result import LLCResult
+from .samplers import Hyper, get_kernel
+from .targets import ModelTarget, PotentialTarget
+
+__all__ = ["estimate_llc", "estimate_llc_potential", "default_nbeta", "SamplerDivergedError", "LLCWarning"]
+
+
+class LLCWarning(UserWarning):
+    """The LLC estimate may be biased or unconverged (the message says why and what to change)."""
+
+
+class SamplerDivergedError(RuntimeError):
+    """Every chain diverged. ``partial`` holds the raw traces sampled before that happened."""
+
+    def __init__(self, message: str, partial: Optional[ChainRun] = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+def default_nbeta(n: int) -> float:
+    """nβ = n / log n, the WBIC temperature β* = 1/log n times the sample size n.
+
+    At this temperature E_w[nβ·(L_n(w) − L_n(w*))] → λ as n → ∞ (Watanabe 2013), which is why it
+    is the standard choice for the LLC. n is the number of training examples (not the batch size).
+
+    >>> round(default_nbeta(10_000), 1)
+    1085.7
+    """
+    if n < 2:
+        raise ValueError(f"nβ = n/log n needs n ≥ 2 training examples; got n = {n}. Pass nbeta explicitly.")
+    return n / math.log(n)
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number; got {value!r}.") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        bound = "≥ 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {bound}; got {value!r}.")
+    return v
+
+
+def _count(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _check_common(num_chains, num_draws, num_burnin, step_size, localization, seed):
+    return dict(
+        num_chains=_count("num_chains", num_chains, 1),
+        num_draws=_count("num_draws", num_draws, 4),
+        num_burnin=_count("num_burnin", num_burnin, 0),
+        step_size=_positive("step_size", step_size),
+        localization=_positive("localization", localization, allow_zero=True),
+        seed=_count("seed", seed, 0),
+    )
+
+
+def _top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, iters: int = 20) -> float:
+    """Largest |eigenvalue| of the Hessian at w by power iteration on reverse-over-reverse HVPs."""
+    _, hvp = vjp(grad_fn, w)
+    g = torch.Generator(device=w.device).manual_seed(0)
+    v = torch.randn(w.shape, generator=g, device=w.device, dtype=w.dtype)
+    v /= v.norm()
+    lam = 0.0
+    for _ in range(iters):
+        hv = hvp(v)[0].detach()
+        lam = float(hv.norm())
+        if lam == 0.0 or not math.isfinite(lam):
+            break
+        v = hv / lam
+    return lam
+
+
+def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: float) -> LLCResult:
+    """Turn raw traces into an :class:`LLCResult`, excluding diverged chains, with warnings."""
+    chain_ids = list(config["chain_ids"])
+    eps = hyper.step_size
+    bad = [chain_ids[i] for i in np.flatnonzero(run.diverged_at >= 0)]
+    ok = run.diverged_at < 0
+    checks["diverged_at_step"] = {chain_ids[i]: int(run.diverged_at[i]) for i in np.flatnonzero(~ok)}
+    settings_hint = (f"lower step_size (now {eps:g}), raise localization (now {hyper.localization:g}) "
+                     f"or lower nbeta (now {hyper.nbeta:.4g})")
+    if run.interrupted:
+        warnings.warn(f"sampling was interrupted after {run.steps_done} steps; the result uses the "
+                      f"{run.llc.shape[1]} draws taken so far.", LLCWarning, stacklevel=3)
+    if not ok.any():
+        raise SamplerDivergedError(
+            f"all {len(chain_ids)} chains diverged (loss non-finite or |nβ·(L(w_t) − L(w*))| > "
+            f"{config['divergence_bound']:g}) at steps {checks['diverged_at_step']}. "
+            f"To fix it: {settings_hint}. The traces sampled before divergence are in the "
+            "exception's .partial attribute.", partial=run)
+    if run.llc.shape[1] < 4:
+        raise SamplerDivergedError(
+            f"only {run.llc.shape[1]} post-burn-in draws were taken (need ≥ 4 for an error bar); "
+            "the run stopped before burn-in ended.", partial=run)
+    llc_tr, loss_tr = run.llc[ok], run.loss[ok]
+    per_chain = llc_tr.mean(axis=1)
+    mean = float(per_chain.mean())
+    mcse = diagnostics.mcse_mean(llc_tr)
+    std = float(per_chain.std(ddof=1)) if len(per_chain) > 1 else None
+    if len(per_chain) > 1:
+        checks["r_hat"] = diagnostics.rhat(llc_tr)
+    else:
+        checks["r_hat"] = None
+    checks["ess_bulk"] = diagnostics.ess_bulk(llc_tr)
+    if bad:
+        warnings.warn(
+            f"chains {bad} diverged at steps {[checks['diverged_at_step'][c] for c in bad]} and are excluded "
+            f"from the estimate (the remaining {int(ok.sum())} chains are used). A chain diverges when its "
+            f"loss becomes non-finite or |nβ·(L(w_t) − L(w*))| exceeds {config['divergence_bound']:g}: "
+            f"{settings_hint}. A large negative excursion instead means w* is not a local minimum.",
+            LLCWarning, stacklevel=3)
+    if not (math.isfinite(mean) and math.isfinite(mcse)):  # cannot happen for finite traces; guard anyway
+        raise SamplerDivergedError("the LLC estimate is not finite; " + settings_hint, partial=run)
+    if checks["r_hat"] is not None and checks["r_hat"] > 1.05:
+        warnings.warn(f"R-hat = {checks['r_hat']:.3f} > 1.05: the chains disagree, so the error bar is not "
+                      "reliable. Increase num_burnin and num_draws, or the step size if mixing is slow.",
+                      LLCWarning, stacklevel=3)
+    if mean < -3 * mcse - 1e-12:
+        warnings.warn(f"λ̂ = {mean:.4g} is negative (beyond 3 MCSE): the chains found lower loss than at "
+                      "w*, so w* is not a local minimum of L_n (the LLC assumes one). Train further, or "
+                      "raise localization.", LLCWarning, stacklevel=3)
+    bias = checks.get("grad_bias_bound")
+    if bias is not None and bias > max(0.1, 0.05 * abs(mean)):
+        warnings.warn(
+            f"the gradient norm at w* is {checks['grad_norm']:.3g}: w* is not a critical point of L_n. The "
+            f"linear term can shift λ̂ by up to nβ²‖∇L‖²/γ = {bias:.3g} (against λ̂ = {mean:.3g}). "
+            "Train to a local minimum first, or raise localization.", LLCWarning, stacklevel=3)
+    stab = checks.get("step_stability")
+    if stab is not None and stab > 0.1:
+        warnings.warn(
+            f"ε·(nβ·h_max + γ)/4 = {stab:.3g} at w* (h_max = {checks['hessian_max_abs_eig']:.3g} is the largest "
+            f"Hessian eigenvalue): " + ("SGLD is unstable in the stiffest direction." if stab >= 1 else
+            f"the stationary variance in the stiffest direction is inflated by 1/(1−{stab:.2g}) = "
+            f"{1 / (1 - stab):.3g}, biasing λ̂ upward.") + f" Lower step_size to ≤ {0.1 * eps / stab:.2g} for a bias under 11 %.",
+            LLCWarning, stacklevel=3)
+    return LLCResult(
+        llc_mean=mean, llc_std=std, llc_per_chain=per_chain, mcse=mcse, loss_trace=loss_tr,
+        llc_trace=llc_tr, init_loss=float(init_loss), nbeta=hyper.nbeta, diverged=bad,
+        chain_ids=[c for c, good in zip(chain_ids, ok) if good], config=config, checks=checks,
+    )
+
+
+def _default_bound(d: int) -> float:
+    return 10.0 * d + 100.0
+
+
+def estimate_llc_potential(
+    potential: Callable[[torch.Tensor], torch.Tensor],
+    w_star,
+    *,
+    nbeta: float,
+    num_chains: int = 4,
+    num_draws: int = 1000,
+    num_burnin: int = 500,
+    step_size: float = 1e-4,
+    localization: float = 1.0,
+    sampler: str = "sgld",
+    seed: int = 0,
+    device=None,
+    divergence_bound: Optional[float] = None,
+    check_stability: bool = True,
+    progress: bool = True,
+) -> LLCResult:
+    """Estimate the LLC of a loss K(w) given directly, at w*: λ̂ = nβ·(E[K(w)] − K(w*)).
+
+    This samples p(w) ∝ exp(−nβ·K(w) − (γ/2)‖w − w*‖²) exactly (no data, no minibatch noise), so
+    the only errors are the sampler's (step size, mixing) and the finite-nβ and localisation
+    biases, which :func:`slt_basins.toys.finite_temperature_target` computes by quadrature.
+
+    Args:
+        potential: maps a ``(chains, d)`` tensor to ``(chains,)`` values of K, differentiably.
+            K must have a local minimum at ``w_star``.
+        w_star: the centre, shape ``(d,)``; its dtype (float64 recommended) is used throughout.
+        nbeta: nβ > 0 (there is no dataset size to derive it from).
+        num_chains, num_draws, num_burnin, step_size, localization, seed, progress: as in
+            :func:`estimate_llc`. The defaults ε = 1e-4 and γ = 1 suit toy potentials of order one
+            at nβ ≈ 10³: γ = 1 keeps the localisation bias of singular directions small
+            (rlct-truth.md §1.7).
+        divergence_bound: a chain stops when |nβ·(K(w_t) − K(w*))| exceeds it; default 10·d + 100
+            (λ ≤ d/2, so honest draws stay far below it).
+
+    Example:
+        >>> r = estimate_llc_potential(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64),
+        ...                            nbeta=100.0, num_draws=2000, step_size=1e-3, progress=False)
+        >>> abs(r.llc_mean - 0.5) < 5 * r.mcse + 0.01
+        True
+    """
+    s = _check_common(num_chains, num_draws, num_burnin, step_size, localization, seed)
+    nbeta = _positive("nbeta", nbeta)
+    kernel = get_kernel(sampler)
+    w_star = torch.as_tensor(w_star)
+    if not w_star.is_floating_point():
+        w_star = w_star.to(torch.float64)
+    if device is not None:
+        w_star = w_star.to(device)
+    w_star = w_star.reshape(-1).detach().clone()
+    if not torch.isfinite(w_star).all():
+        raise ValueError("w_star has non-finite entries; the LLC needs a finite local minimum.")
+    target = PotentialTarget(potential, w_star)
+    d = target.d
+    bound = _default_bound(d) if divergence_bound is None else _positive("divergence_bound", divergence_bound)
+    checks: dict[str, Any] = {}
+    g_star = target.loss_and_grad(w_star.reshape(1, -1))[1][0]
+    _grad_checks(checks, g_star, nbeta, s["localization"])
+    if check_stability:
+        h = _top_curvature(grad(lambda w: potential(w.reshape(1, -1)).sum()), w_star)
+        checks["hessian_max_abs_eig"] = h
+        checks["step_stability"] = s["step_size"] * (nbeta * h + s["localization"]) / 4
+    config = dict(kind="potential", sampler=sampler, nbeta=nbeta, d=d, chain_ids=list(range(s["num_chains"])),
+                  divergence_bound=bound, device=str(w_star.device), dtype=str(w_star.dtype), **s)
+    hyper = Hyper(s["step_size"], s["localization"], nbeta, w_star)
+    t0 = time.perf_counter()
+    run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=s["num_burnin"],
+                     num_draws=s["num_draws"], seed=s["seed"], divergence_bound=bound,
+                     progress=progress, desc=sampler.upper())
+    checks["wall_time_s"] = time.perf_counter() - t0
+    return _finish(run, hyper, config, checks, target.init_loss)
+
+
+def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> None:
+    gn = float(g.norm())
+    checks["grad_norm"] = gn
+    checks["grad_bias_bound"] = (nbeta * gn) ** 2 / gamma if gamma > 0 else (math.inf if gn > 0 else 0.0)
+
+
+def estimate_llc(
+    model: nn.Module,
+    data: Any,
+    loss: Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = "mse",
+    *,
+    num_chains: int = 4,
+    num_draws: int = 1000,
+    num_burnin: int = 500,
+    step_size: float = 1e-4,
+    localization: float = 100.0,
+    nbeta: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    sampler: str = "sgld",
+    seed: int = 0,
+    device=None,
+    divergence_bound: Optional[float] = None,
+    check_stability: bool = True,
+    vectorize: bool = True,
+    progress: bool = True,
+) -> LLCResult:
+    """Estimate the local learning coefficient λ(w*) of ``model`` at its current parameters w*.
+
+    λ̂ = nβ·(mean over post-burn-in draws and chains of L_B(w_t) − L_B(w*)), where the draws come
+    from SGLD on p(w) ∝ exp(−nβ·L_n(w) − (γ/2)‖w − w*‖²) (Lau et al. 2023). Assumes w* is a local
+    minimum of the mean training loss L_n (a warning reports the gradient norm when it is not).
+
+    Args:
+        model: the trained ``nn.Module``; all parameters with ``requires_grad`` are sampled. It is
+            not modified. Its mode (train/eval) is respected: call ``model.eval()`` first unless you
+            mean to sample a stochastic (dropout) or batch-statistics (BatchNorm) loss.
+        data: ``(inputs, targets)`` tensors, a ``Dataset`` of pairs, or a ``DataLoader`` (iterated
+            once and held in memory on ``device``; the package draws its own minibatches).
+        loss: ``"mse"`` (mean squared error over examples and outputs), ``"cross_entropy"`` (on
+            logits, integer labels), or a callable ``(outputs, targets) -> mean loss``.
+        num_chains: independent chains, run together as one vectorised ``(chains, d)`` tensor
+            (default 4: enough for R-hat and a between-chain spread at little extra cost).
+        num_draws: post-burn-in steps per chain, each one a draw (default 1000).
+        num_burnin: steps discarded per chain before the draws (default 500). Burn-in draws never
+            enter the estimate.
+        step_size: SGLD ε (default 1e-4). Stability needs ε·(nβ·h + γ) < 4 for every Hessian
+            eigenvalue h; the run measures the largest one at w* and warns when ε is too large.
+        localization: γ (default 100, as in Lau et al.'s MNIST experiments): keeps chains near w*,
+            at the price of a downward bias in directions where nβ·curvature ≲ γ (rlct-truth §1.7).
+        nbeta: nβ; default n/log n with n the number of training examples (see :func:`default_nbeta`).
+        batch_size: minibatch size per chain and step; None uses the full data (a DataLoader's own
+            batch size is used when ``data`` is a DataLoader). The baseline L_B(w*) is evaluated on
+            the same minibatch as L_B(w_t).
+        sampler: kernel name (``"sgld"``).
+        seed: chain c draws its noise and minibatches from ``SeedSequence([seed, c])``: the same seed
+            gives identical results, and a chain's draws do not depend on the number of chains.
+        device: where to sample (default: the model's device).
+        divergence_bound: a chain is stopped and excluded when |nβ·(L_B(w_t) − L_B(w*))| exceeds it
+            or its loss is non-finite (default 10·d + 100, far above any honest draw since λ ≤ d/2).
+        check_stability: estimate the top Hessian eigenvalue at w* (20 Hessian-vector products on up
+            to 2048 examples) to warn about unstable or biased step sizes.
+        vectorize: run chains with ``torch.func.vmap`` (falls back to a loop, with a warning, for
+            models that cannot be vmapped).
+        progress: show a tqdm progress bar over steps.
+
+    Returns:
+        :class:`~slt_basins.result.LLCResult` with λ̂, its MCSE, traces and diagnostics.
+
+    Raises:
+        ValueError / TypeError: bad inputs, with what to change.
+        SamplerDivergedError: every chain diverged (partial traces attached).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(500, 3); y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(500)
+        >>> model = nn.Linear(3, 1)  # trained by least squares below
+        >>> sol = torch.linalg.lstsq(torch.cat([x, torch.ones(500, 1)], 1), y[:, None]).solution
+        >>> with torch.no_grad(): _ = model.weight.copy_(sol[:3].T); _ = model.bias.copy_(sol[3])
+        >>> r = estimate_llc(model, (x, y), step_size=1e-3, localization=1.0, progress=False)
+        >>> 1.0 < r.llc_mean < 3.0  # a regular model with d = 4 parameters has λ = d/2 = 2
+        True
+    """
+    s = _check_common(num_chains, num_draws, num_burnin, step_size, localization, seed)
+    kernel = get_kernel(sampler)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    fm = FlatModel(model)
+    dev = torch.device(device) if device is not None else fm.device
+    if dev != fm.device:
+        raise ValueError(f"the model is on {fm.device} but device={dev}; move the model with model.to(device) first.")
+    if batch_size is None and isinstance(data, DataLoader):
+        batch_size = data.batch_size
+    if batch_size is not None:
+        batch_size = _count("batch_size", batch_size, 1)
+    x, y = as_tensors(data, device=dev, dtype=fm.dtype)
+    n = int(x.shape[0])
+    nbeta = default_nbeta(n) if nbeta is None else _positive("nbeta", nbeta)
+    probe_x = x[: min(n, 8)]
+    try:
+        with torch.no_grad():
+            out = fm.forward(fm.w_star, probe_x)
+    except Exception as e:
+        raise ValueError(f"the model failed on inputs of shape {tuple(probe_x.shape)} (the first examples of "
+                         f"data): {type(e).__name__}: {e}") from e
+    if not isinstance(out, torch.Tensor):
+        raise ValueError(f"the model must return a tensor of outputs; got {type(out).__name__}. Wrap it so "
+                         "that forward returns the outputs the loss takes.")
+    spec = resolve_loss(loss) if isinstance(loss, str) else None
+    if spec is not None:
+        y = spec.prepare_targets(out, y)
+    else:
+        spec = resolve_loss(loss, out, y[: min(n, 8)])
+    try:
+        with torch.no_grad():
+            spec.check_scalar(spec.mean(out, y[: min(n, 8)]))
+    except ValueError:
+        raise
+    except Exception as e:
+        raise ValueError(f"the loss failed on model outputs of shape {tuple(out.shape)} and targets of shape "
+                         f"{tuple(y[:8].shape)}: {type(e).__name__}: {e}") from e
+    target = ModelTarget(fm, x, y, spec, batch_size, vectorize=vectorize)
+    target.check_vectorized(s["num_chains"])
+    d = fm.d
+    bound = _default_bound(d) if divergence_bound is None else _positive("divergence_bound", divergence_bound)
+    checks: dict[str, Any] = {}
+    _grad_checks(checks, target.grad_star, nbeta, s["localization"])
+    if check_stability:
+        m = min(n, 2048)
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(s["seed"]))[:m].to(dev)
+        xs, ys = x[idx], y[idx]
+        try:
+            h = _top_curvature(grad(lambda w: target._loss_one(w, xs, ys)), fm.w_star)
+        except Exception as e:  # e.g. models that torch.func cannot transform
+            checks["stability_check_error"] = f"{type(e).__name__}: {e}"
+        else:
+            checks["hessian_max_abs_eig"] = h
+            checks["step_stability"] = s["step_size"] * (nbeta * h + s["localization"]) / 4
+    config = dict(kind="model", sampler=sampler, nbeta=nbeta, n=n, d=d, loss=spec.name,
+                  batch_size=target.batch_size, vectorized=target.vectorized,
+                  chain_ids=list(range(s["num_chains"])), divergence_bound=bound,
+                  device=str(dev), dtype=str(fm.dtype),
+                  paired_baseline=("per-example cache" if spec.per_sample is not None else "forward pass")
+                  if target.batch_size is not None else "full batch", **s)
+    hyper = Hyper(s["step_size"], s["localization"], nbeta, fm.w_star)
+    t0 = time.perf_counter()
+    run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=s["num_burnin"],
+                     num_draws=s["num_draws"], seed=s["seed"], divergence_bound=bound,
+                     progress=progress, desc=sampler.upper())
+    checks["wall_time_s"] = time.perf_counter() - t0
+    return _finish(run, hyper, config, checks, target.init_loss)
