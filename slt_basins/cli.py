@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a small MLP and estimate its LLC (about 30 s on 2 CPU cores)")
     p.add_argument("--draws", type=int, default=3000, help="post-burn-in draws per chain (burn-in is half)")
-    p.add_argument("--step-size", type=float, default=1.5e-5)
+    p.add_argument("--step-size", type=float, default=1e-5)
     p.add_argument("--localization", type=float, default=300.0)
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)

@@ -236,24 +236,38 @@ def estimate_llc_potential(
     g_star = target.loss_and_grad(w_star.reshape(1, -1))[1][0]
     _grad_checks(checks, g_star, nbeta, s["localization"])
     if check_stability:
-        h = _top_curvature(grad(lambda w: potential(w.reshape(1, -1)).sum()), w_star)
-        checks["hessian_max_abs_eig"] = h
-        checks["step_stability"] = s["step_size"] * (nbeta * h + s["localization"]) / 4
+        _stability_checks(checks, grad(lambda w: potential(w.reshape(1, -1)).sum()), w_star, s, nbeta)
     config = dict(kind="potential", sampler=sampler, nbeta=nbeta, d=d, chain_ids=list(range(s["num_chains"])),
                   divergence_bound=bound, device=str(w_star.device), dtype=str(w_star.dtype), **s)
-    hyper = Hyper(s["step_size"], s["localization"], nbeta, w_star)
-    t0 = time.perf_counter()
-    run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=s["num_burnin"],
-                     num_draws=s["num_draws"], seed=s["seed"], divergence_bound=bound,
-                     progress=progress, desc=sampler.upper())
-    checks["wall_time_s"] = time.perf_counter() - t0
-    return _finish(run, hyper, config, checks, target.init_loss)
+    return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, w_star), config, checks, progress)
 
 
 def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> None:
     gn = float(g.norm())
     checks["grad_norm"] = gn
     checks["grad_bias_bound"] = (nbeta * gn) ** 2 / gamma if gamma > 0 else (math.inf if gn > 0 else 0.0)
+
+
+def _stability_checks(checks: dict, grad_fn, w_star: torch.Tensor, s: dict, nbeta: float) -> None:
+    """Top Hessian eigenvalue h at w* and the step-size bias parameter ε·(nβ·h + γ)/4."""
+    try:
+        h = _top_curvature(grad_fn, w_star)
+    except Exception as e:  # e.g. models that torch.func cannot transform
+        checks["stability_check_error"] = f"{type(e).__name__}: {e}"
+        return
+    checks["hessian_max_abs_eig"] = h
+    checks["step_stability"] = s["step_size"] * (nbeta * h + s["localization"]) / 4
+
+
+def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: bool) -> LLCResult:
+    """Run the chain loop with the validated settings in ``config`` and build the result."""
+    t0 = time.perf_counter()
+    run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=config["num_burnin"],
+                     num_draws=config["num_draws"], seed=config["seed"],
+                     divergence_bound=config["divergence_bound"], progress=progress,
+                     desc=config["sampler"].upper())
+    checks["wall_time_s"] = time.perf_counter() - t0
+    return _finish(run, hyper, config, checks, target.init_loss)
 
 
 def estimate_llc(
@@ -380,23 +394,11 @@ def estimate_llc(
         m = min(n, 2048)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(s["seed"]))[:m].to(dev)
         xs, ys = x[idx], y[idx]
-        try:
-            h = _top_curvature(grad(lambda w: target._loss_one(w, xs, ys)), fm.w_star)
-        except Exception as e:  # e.g. models that torch.func cannot transform
-            checks["stability_check_error"] = f"{type(e).__name__}: {e}"
-        else:
-            checks["hessian_max_abs_eig"] = h
-            checks["step_stability"] = s["step_size"] * (nbeta * h + s["localization"]) / 4
+        _stability_checks(checks, grad(lambda w: target._loss_one(w, xs, ys)), fm.w_star, s, nbeta)
     config = dict(kind="model", sampler=sampler, nbeta=nbeta, n=n, d=d, loss=spec.name,
                   batch_size=target.batch_size, vectorized=target.vectorized,
                   chain_ids=list(range(s["num_chains"])), divergence_bound=bound,
                   device=str(dev), dtype=str(fm.dtype),
                   paired_baseline=("per-example cache" if spec.per_sample is not None else "forward pass")
                   if target.batch_size is not None else "full batch", **s)
-    hyper = Hyper(s["step_size"], s["localization"], nbeta, fm.w_star)
-    t0 = time.perf_counter()
-    run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=s["num_burnin"],
-                     num_draws=s["num_draws"], seed=s["seed"], divergence_bound=bound,
-                     progress=progress, desc=sampler.upper())
-    checks["wall_time_s"] = time.perf_counter() - t0
-    return _finish(run, hyper, config, checks, target.init_loss)
+    return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, fm.w_star), config, checks, progress)
