@@ -1,4 +1,17 @@
 """slt_basins: local learning coefficients, exact RLCT ground truth and flatness measures."""
+from .curvature import (
+    RankResult,
+    RankWarning,
+    behaviour_jacobian,
+    damped_logdet,
+    g_rank,
+    hessian,
+    hessian_rank,
+    hessian_trace,
+    matrix_rank,
+    ntk,
+    top_eigenvalues,
+)
 from .llc import LLCWarning, SamplerDivergedError, default_nbeta, estimate_llc, estimate_llc_potential
 from .result import LLCResult
 from .targets import VmapFallbackWarning
@@ -13,4 +26,15 @@ __all__ = [
     "LLCWarning",
     "SamplerDivergedError",
     "VmapFallbackWarning",
+    "hessian",
+    "hessian_rank",
+    "behaviour_jacobian",
+    "g_rank",
+    "ntk",
+    "hessian_trace",
+    "top_eigenvalues",
+    "damped_logdet",
+    "matrix_rank",
+    "RankResult",
+    "RankWarning",
 ]
