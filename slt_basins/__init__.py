@@ -1,4 +1,5 @@
 """slt_basins: local learning coefficients, exact RLCT ground truth and flatness measures."""
+from .compare import compare_measures
 from .curvature import (
     RankResult,
     RankWarning,
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "estimate_llc",
     "estimate_llc_potential",
+    "compare_measures",
     "default_nbeta",
     "LLCResult",
     "LLCWarning",

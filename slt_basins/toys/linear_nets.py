@@ -268,7 +268,9 @@ class DeepLinearNetwork:
             with torch.no_grad():
                 lin.weight.copy_(W)
             layers.append(lin)
-        return nn.Sequential(*layers)
+        net = nn.Sequential(*layers)
+        net.true_rlct = self.rlct()  # read by slt_basins.compare_measures (the LLC at this minimal teacher)
+        return net
 
     def dataset(self, n: int, seed: int, noise_std: float = 0.0, teacher_seed: Optional[int] = None):
         """Draw (x, y): x ~ N(0, I) of shape (n, H^(1)), y = x W0ᵀ + noise_std·N(0, I), float64.

@@ -654,6 +654,7 @@ class Polynomial:
             raise ValueError("K(0) != 0, so w* = 0 is not a true parameter; shift K to a zero first")
         factors = self.square_factors()
         model = PolynomialRegression(factors, self._d)
+        model.true_rlct = self.rlct()  # read by slt_basins.compare_measures (the truth at w* = 0)
         g = torch.Generator().manual_seed(int(seed))
         x = torch.randn(n, 1, generator=g, dtype=torch.float64)
         y = noise_std * torch.randn(n, len(factors), generator=g, dtype=torch.float64)

@@ -1,0 +1,78 @@
+"""compare_measures and the reproduce suite: flatness measures next to the LLC on known models."""
+import math
+import warnings
+
+import pytest
+import torch
+
+from slt_basins import LLCWarning, compare_measures
+from slt_basins.reproduce import Case, run_case, suite
+from slt_basins.toys import DeepLinearNetwork, ReducedRankRegression, crossing_valley, power
+
+
+def table(df):
+    return df.set_index("measure")
+
+
+def test_hessian_and_g_say_flat_where_the_llc_does_not():
+    """K = w⁴ (as the regression y = w²·x): H = 0 and G = 0 at 0, yet λ = 1/4 and λ̂ > 0."""
+    model, data = power(2).regression(n=2000, noise_std=0.0, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LLCWarning)
+        df = compare_measures(model, data, num_chains=16, num_draws=2000, num_burnin=500, step_size=1e-3,
+                              localization=1.0, progress=False)
+    t = table(df)
+    assert t.loc["rank(H)/2", "value"] == 0 and t.loc["rank(G)/2", "value"] == 0
+    assert t.loc["trace(H)", "value"] == pytest.approx(0.0, abs=1e-12)
+    assert t.loc["true λ", "value"] == 0.25
+    lam, se = t.loc["LLC λ̂", "value"], t.loc["LLC λ̂", "se"]
+    assert lam > 0.1 and lam > 10 * se  # clearly positive where both ranks say "flat"
+    assert t.loc["sandwich(true λ)", "value"] is True or t.loc["sandwich(true λ)", "value"] == True  # noqa: E712
+
+
+def test_dln_teacher_ranks_and_truth():
+    dln = DeepLinearNetwork([4, 5, 3, 4], 2)
+    df = compare_measures(dln.model(), dln.dataset(300, seed=0), llc=False)
+    t = table(df)
+    assert t.loc["rank(H)/2", "value"] == t.loc["rank(G)/2", "value"] == dln.hessian_rank() / 2 == 6
+    assert t.loc["true λ", "value"] == 7.0 and t.loc["d/2", "value"] == 23.5
+    assert bool(t.loc["sandwich(true λ)", "value"])
+    assert "LLC λ̂" not in t.index
+
+
+def test_cross_entropy_uses_probabilities_for_g():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 4).double()
+    x = torch.randn(200, 3, dtype=torch.float64)
+    y = torch.randint(0, 4, (200,))
+    t = table(compare_measures(model, (x, y), "cross_entropy", llc=False))
+    assert "probs" in t.loc["rank(G)/2", "note"]
+    # softmax removes the all-ones logit direction: 4 classes × (3+1) parameters, rank 3·4 = 12.
+    assert t.loc["rank(G)/2", "value"] == 6.0
+
+
+def test_reproduce_rows_carry_truth_target_and_ranks():
+    case = Case("w^2", "potential", power(1), 1e-4, num_chains=32, num_draws=800, num_burnin=200,
+                target=lambda: 0.4998)
+    row = run_case(case)
+    assert row["true_lambda"] == "1/2" and row["m"] == 1 and row["certified"]
+    assert row["hessian_rank_half"] == 0.5 and row["g_rank_half"] == 0.5 and row["d"] == 1
+    assert abs(row["llc"] - 0.4998) < 5 * row["se"] + 0.02 * 0.4998
+    assert row["verdict"].startswith("meets") or row["verdict"].startswith("MISSES")
+
+    rrr = Case("RRR", "model", ReducedRankRegression(3, 2, 3, 1), 1e-4, num_chains=2, num_draws=50,
+               num_burnin=0, n=500, batch_size=100, group="RRR")
+    row = run_case(rrr)
+    assert row["hessian_rank_half"] == row["g_rank_half"] == 2.5 and row["hessian_rank_source"] == "float64 eigvalsh"
+    assert row["true_lambda"] == str(ReducedRankRegression(3, 2, 3, 1).rlct().value)
+    assert math.isfinite(row["llc"]) and row["step_size"] <= 1e-4
+
+
+def test_suite_covers_the_issue_cases():
+    names = " ".join(c.name for c in suite(quick=False))
+    for needle in ["w^2", "w^4", "w^6", "w^8", "w1^2 w2^2", "w1^2 w2^4", "w1^2 w2^2 w3^2", "w1^2 + w2^4",
+                   "d=1000", "case 1a", "case 1b", "case 2", "case 3", "case 4"]:
+        assert needle in names
+    dims = [c.d for c in suite(quick=False) if c.group == "DLN"]
+    assert min(dims) < 100 and max(dims) >= 10_000
+    assert all(c.d < 10_000 for c in suite(quick=True))
