@@ -80,9 +80,14 @@ def compare_measures(
     if truth is not None:
         add("true λ", float(truth.value), None,
             f"{truth.value} (m = {truth.multiplicity}{'' if truth.certified else ', uncertified'})")
+    dense = d <= curvature.EXACT_MAX_D
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", curvature.RankWarning)
-        rh = curvature.hessian_rank(model, (x, y), loss, tol=tol)
+        if dense:  # one float64 Hessian serves the rank, trace, λ_max and log-det
+            ev = torch.linalg.eigvalsh(curvature.hessian(model, (x, y), loss))
+            rh = curvature.rank_from_values(ev.cpu().numpy(), d, tol, method="exact")
+        else:
+            rh = curvature.hessian_rank(model, (x, y), loss, tol=tol)
         add("rank(H)/2", rh.rank / 2, None, f"{rh.method}, tol {rh.tol:.2e}, gap {rh.gap_decades} decades")
         k = int(torch.tensor(fm.forward(fm.w_star, x[:1]).shape[1:]).prod()) if x.ndim else 1
         xg, gnote = _g_inputs(x, k, d)
@@ -90,9 +95,7 @@ def compare_measures(
         rg = curvature.g_rank(model, xg, output=output, tol=tol)
         add("rank(G)/2", rg.rank / 2, None, f"svd of G ({output} outputs), {gnote}, gap {rg.gap_decades} decades")
     add("d/2", d / 2, None, "regular model")
-    if d <= curvature.EXACT_MAX_D:
-        H = curvature.hessian(model, (x, y), loss)
-        ev = torch.linalg.eigvalsh(H)
+    if dense:
         add("trace(H)", float(ev.sum()), None, "exact")
         add("λ_max(H)", float(ev[-1]), None, "exact")
         if float(ev[0]) + delta <= 0:
