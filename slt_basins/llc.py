@@ -166,6 +166,13 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
             f"the stationary variance in the stiffest direction is inflated by 1/(1−{stab:.2g}) = "
             f"{1 / (1 - stab):.3g}, biasing λ̂ upward.") + f" Lower step_size to ≤ {0.1 * eps / stab:.2g} for a bias under 11 %.",
             LLCWarning, stacklevel=3)
+    end = checks.get("step_stability_end")
+    if end is not None and end > 0.1 and end > 2 * (stab or 0.0):
+        warnings.warn(
+            f"at the chains' final positions ε·(nβ·h_max + γ)/4 = {end:.3g} (h_max = "
+            f"{checks['hessian_max_abs_eig_end']:.3g}), larger than at w*: the chains moved into stiffer regions, "
+            f"where the step size inflates the variance by up to 1/(1−{min(end, 0.99):.2g}), biasing λ̂ upward. "
+            f"Lower step_size to ≤ {0.1 * eps / end:.2g} or raise localization.", LLCWarning, stacklevel=3)
     return LLCResult(
         llc_mean=mean, llc_std=std, llc_per_chain=per_chain, mcse=mcse, loss_trace=loss_tr,
         llc_trace=llc_tr, init_loss=float(init_loss), nbeta=hyper.nbeta, diverged=bad,
@@ -235,11 +242,11 @@ def estimate_llc_potential(
     checks: dict[str, Any] = {}
     g_star = target.loss_and_grad(w_star.reshape(1, -1))[1][0]
     _grad_checks(checks, g_star, nbeta, s["localization"])
-    if check_stability:
-        _stability_checks(checks, grad(lambda w: potential(w.reshape(1, -1)).sum()), w_star, s, nbeta)
+    grad_fn = grad(lambda w: potential(w.reshape(1, -1)).sum()) if check_stability else None
     config = dict(kind="potential", sampler=sampler, nbeta=nbeta, d=d, chain_ids=list(range(s["num_chains"])),
                   divergence_bound=bound, device=str(w_star.device), dtype=str(w_star.dtype), **s)
-    return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, w_star), config, checks, progress)
+    return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, w_star), config, checks, progress,
+                   grad_fn)
 
 
 def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> None:
@@ -248,25 +255,37 @@ def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> N
     checks["grad_bias_bound"] = (nbeta * gn) ** 2 / gamma if gamma > 0 else (math.inf if gn > 0 else 0.0)
 
 
-def _stability_checks(checks: dict, grad_fn, w_star: torch.Tensor, s: dict, nbeta: float) -> None:
-    """Top Hessian eigenvalue h at w* and the step-size bias parameter ε·(nβ·h + γ)/4."""
-    try:
-        h = _top_curvature(grad_fn, w_star)
-    except Exception as e:  # e.g. models that torch.func cannot transform
-        checks["stability_check_error"] = f"{type(e).__name__}: {e}"
-        return
-    checks["hessian_max_abs_eig"] = h
-    checks["step_stability"] = s["step_size"] * (nbeta * h + s["localization"]) / 4
+def _step_stability(grad_fn, w: torch.Tensor, s: dict, nbeta: float) -> tuple[float, float]:
+    """(h, ε·(nβ·h + γ)/4) with h the largest |Hessian eigenvalue| of L at w."""
+    h = _top_curvature(grad_fn, w)
+    return h, s["step_size"] * (nbeta * h + s["localization"]) / 4
 
 
-def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: bool) -> LLCResult:
-    """Run the chain loop with the validated settings in ``config`` and build the result."""
+def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: bool, grad_fn=None) -> LLCResult:
+    """Run the chain loop with the validated settings in ``config`` and build the result.
+
+    With ``grad_fn`` (w ↦ ∇L(w), differentiable by torch.func), the step-size stability
+    ε·(nβ·h_max + γ)/4 is measured at w* before sampling and at the chains' final positions after,
+    because the curvature the sampler meets can grow as chains move away from w*.
+    """
+    nbeta = hyper.nbeta
+    if grad_fn is not None:
+        try:
+            checks["hessian_max_abs_eig"], checks["step_stability"] = _step_stability(grad_fn, hyper.w_star, config, nbeta)
+        except Exception as e:  # e.g. models that torch.func cannot transform
+            checks["stability_check_error"] = f"{type(e).__name__}: {e}"
+            grad_fn = None
     t0 = time.perf_counter()
     run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=config["num_burnin"],
                      num_draws=config["num_draws"], seed=config["seed"],
                      divergence_bound=config["divergence_bound"], progress=progress,
                      desc=config["sampler"].upper())
     checks["wall_time_s"] = time.perf_counter() - t0
+    if grad_fn is not None:
+        ends = [_step_stability(grad_fn, run.final_w[i], config, nbeta)
+                for i in np.flatnonzero(run.diverged_at < 0)[:4]]
+        if ends:
+            checks["hessian_max_abs_eig_end"], checks["step_stability_end"] = max(ends, key=lambda e: e[1])
     return _finish(run, hyper, config, checks, target.init_loss)
 
 
@@ -323,8 +342,9 @@ def estimate_llc(
         device: where to sample (default: the model's device).
         divergence_bound: a chain is stopped and excluded when |nβ·(L_B(w_t) − L_B(w*))| exceeds it
             or its loss is non-finite (default 10·d + 100, far above any honest draw since λ ≤ d/2).
-        check_stability: estimate the top Hessian eigenvalue at w* (20 Hessian-vector products on up
-            to 2048 examples) to warn about unstable or biased step sizes.
+        check_stability: estimate the top Hessian eigenvalue at w* and at the chains' final positions
+            (20 Hessian-vector products each, on up to 2048 examples) to warn about unstable or biased
+            step sizes.
         vectorize: run chains with ``torch.func.vmap`` (falls back to a loop, with a warning, for
             models that cannot be vmapped).
         progress: show a tqdm progress bar over steps.
@@ -390,15 +410,17 @@ def estimate_llc(
     bound = _default_bound(d) if divergence_bound is None else _positive("divergence_bound", divergence_bound)
     checks: dict[str, Any] = {}
     _grad_checks(checks, target.grad_star, nbeta, s["localization"])
+    grad_fn = None
     if check_stability:
         m = min(n, 2048)
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(s["seed"]))[:m].to(dev)
         xs, ys = x[idx], y[idx]
-        _stability_checks(checks, grad(lambda w: target._loss_one(w, xs, ys)), fm.w_star, s, nbeta)
+        grad_fn = grad(lambda w: target._loss_one(w, xs, ys))
     config = dict(kind="model", sampler=sampler, nbeta=nbeta, n=n, d=d, loss=spec.name,
                   batch_size=target.batch_size, vectorized=target.vectorized,
                   chain_ids=list(range(s["num_chains"])), divergence_bound=bound,
                   device=str(dev), dtype=str(fm.dtype),
                   paired_baseline=("per-example cache" if spec.per_sample is not None else "forward pass")
                   if target.batch_size is not None else "full batch", **s)
-    return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, fm.w_star), config, checks, progress)
+    return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, fm.w_star), config, checks,
+                   progress, grad_fn)

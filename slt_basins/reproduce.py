@@ -93,15 +93,15 @@ def suite(quick: bool = False) -> list[Case]:
         return Case(name, "model", obj, eps, chains, dr, bu, n=n, batch_size=batch, group=group)
 
     cases += [
-        net("RRR (5,3,5) r=0 [case 1b]", ReducedRankRegression(5, 3, 5, 0), 3e-4, group="RRR"),
-        net("RRR (5,4,5) r=0 [case 1a]", ReducedRankRegression(5, 4, 5, 0), 3e-4, group="RRR"),
-        net("RRR (4,3,8) r=0 [case 2]", ReducedRankRegression(4, 3, 8, 0), 3e-4, group="RRR"),
-        net("RRR (8,3,4) r=0 [case 3]", ReducedRankRegression(8, 3, 4, 0), 3e-4, group="RRR"),
-        net("RRR (3,8,4) r=0 [case 4]", ReducedRankRegression(3, 8, 4, 0), 3e-4, group="RRR"),
+        net("RRR (5,3,5) r=0 [case 1b]", ReducedRankRegression(5, 3, 5, 0), 5e-5, group="RRR"),
+        net("RRR (5,4,5) r=0 [case 1a]", ReducedRankRegression(5, 4, 5, 0), 5e-5, group="RRR"),
+        net("RRR (4,3,8) r=0 [case 2]", ReducedRankRegression(4, 3, 8, 0), 5e-5, group="RRR"),
+        net("RRR (8,3,4) r=0 [case 3]", ReducedRankRegression(8, 3, 4, 0), 5e-5, group="RRR"),
+        net("RRR (3,8,4) r=0 [case 4]", ReducedRankRegression(3, 8, 4, 0), 5e-5, group="RRR"),
         net("RRR (5,3,5) r=1", ReducedRankRegression(5, 3, 5, 1), 3e-4, group="RRR"),
         net("DLN [4,5,3,4] r=2", DeepLinearNetwork([4, 5, 3, 4], 2), 3e-4),
         net("DLN [10,5,5,5,10] r=2", DeepLinearNetwork([10, 5, 5, 5, 10], 2), 3e-4),
-        net("DLN [10,20,20,20,10] r=3", DeepLinearNetwork([10, 20, 20, 20, 10], 3), 1e-4, draws=16000, burn=4000),
+        net("DLN [10,20,20,20,10] r=3", DeepLinearNetwork([10, 20, 20, 20, 10], 3), 1e-5, draws=16000, burn=4000),
     ]
     if not quick:
         cases.append(net("DLN [100,50,80,60,40,90] r=10", DeepLinearNetwork([100, 50, 80, 60, 40, 90], 10),
@@ -181,7 +181,7 @@ def run_case(case: Case, seed: int = 0) -> dict:
     row = dict(
         case=case.name, group=case.group, d=case.d, true_lambda=str(truth.value), m=truth.multiplicity,
         certified=truth.certified, nbeta=r.nbeta, gamma=GAMMA, step_size=r.config["step_size"],
-        step_stability=r.checks.get("step_stability"),
+        step_stability=r.checks.get("step_stability"), step_stability_end=r.checks.get("step_stability_end"),
         chains=r.num_chains, draws=r.num_draws, finite_t_target=target, llc=r.llc_mean, se=r.mcse,
         rel_err_target=(r.llc_mean - target) / target if target else None,
         rel_err_lambda=(r.llc_mean - lam) / lam, hessian_rank_half=rank / 2, hessian_rank_source=rank_src,
@@ -201,12 +201,15 @@ def _verdict(row: dict) -> str:
             return "meets |λ̂−target| ≤ max(2%, 3se)"
         return ("MISSES target: " + ("above: step-size bias (§7.5)" if row["llc"] > row["finite_t_target"]
                                      else "below: chains not mixed (too few steps)"))
-    if row["d"] <= 10_000 and row["group"] in ("RRR", "DLN"):
+    end = row.get("step_stability_end") or 0.0
+    stiff = f"; ε·(nβh+γ)/4 = {end:.2g} where the chains ended" if end > 0.1 else ""
+    if row["group"] in ("RRR", "DLN"):
         if abs(row["rel_err_lambda"]) <= 0.10:
-            return "meets |λ̂−λ|/λ ≤ 10%"
-        return ("MISSES 10%: " + ("below: slow mixing along degenerate directions + localisation/"
-                                  "multiplicity bias (§7.2, §7.4)" if row["rel_err_lambda"] < 0 else
-                                  "above: step-size / minibatch noise bias (§7.5, §7.6)"))
+            return "meets |λ̂−λ|/λ ≤ 10%" if row["d"] <= 10_000 else "within 10% (no target above 10⁴ parameters)"
+        what = "MISSES 10%" if row["d"] <= 10_000 else "outside 10% (no target above 10⁴ parameters)"
+        if row["rel_err_lambda"] < 0:
+            return what + ": below: chains not mixed along degenerate directions (too few steps at this ε)" + stiff
+        return what + ": above: step-size bias, the chains drift into stiffer regions (§7.5)" + stiff
     return "reported (no target)"
 
 

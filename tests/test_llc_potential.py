@@ -113,6 +113,14 @@ def test_unstable_step_size_warns_before_it_bites():
                                step_size=5e-3, num_chains=2, num_draws=50, num_burnin=0, progress=False)
 
 
+def test_curvature_growing_away_from_w_star_is_reported():
+    """K = w⁴ has zero curvature at w* = 0 but 12·t·w² ≈ 400 where the chains go (t = 10³)."""
+    with pytest.warns(LLCWarning, match="final positions"):
+        r = estimate_llc_potential(lambda w: w[:, 0] ** 4, torch.zeros(1, dtype=F64), nbeta=1e3,
+                                   step_size=3e-3, num_chains=4, num_draws=500, num_burnin=100, progress=False)
+    assert r.checks["step_stability"] < 1e-2 < 0.1 < r.checks["step_stability_end"]
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(step_size=0.0), "step_size"),
     (dict(step_size=-1e-3), "step_size"),
