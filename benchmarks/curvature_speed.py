@@ -32,12 +32,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -142,25 +143,6 @@ def run_case(case: str, d_target: int) -> dict:
         "loadavg_1min": round(max(load0, os.getloadavg()[0]), 2),
         "result": out,
     }
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (
-        f"platform {platform.platform()}; CPU '{cpu}', os.cpu_count() = {os.cpu_count()}, "
-        f"torch threads = {torch.get_num_threads()}; Python {platform.python_version()}; "
-        f"torch {torch.__version__}"
-    )
 
 
 def main(argv=None) -> None:

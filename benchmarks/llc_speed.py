@@ -42,7 +42,7 @@ def toy_case():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(10_000, 1, generator=g)
     y = 0.5 * torch.randn(10_000, 1, generator=g)
-    return Toy(), (x, y), dict(step_size=1e-3, localization=1.0, num_draws=2000, num_burnin=0, batch_size=None)
+    return Toy(), (x, y), dict(step_size=3e-4, localization=1.0, num_draws=2000, num_burnin=0, batch_size=None)
 
 
 def mlp_case():

@@ -1,7 +1,6 @@
 """The LLC side by side with the classic flatness measures, on one model at one minimum."""
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Callable, Optional, Union
 

@@ -18,7 +18,6 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Callable, Optional
 
 import pandas as pd

@@ -7,7 +7,7 @@ import torch
 
 from slt_basins import LLCWarning, compare_measures
 from slt_basins.reproduce import Case, run_case, suite
-from slt_basins.toys import DeepLinearNetwork, ReducedRankRegression, crossing_valley, power
+from slt_basins.toys import DeepLinearNetwork, ReducedRankRegression, power
 
 
 def table(df):

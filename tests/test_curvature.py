@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -16,7 +15,6 @@ from torch import nn
 from slt_basins.curvature import (
     EXACT_MAX_D,
     LogDetResult,
-    RankResult,
     RankWarning,
     TraceResult,
     behaviour_jacobian,

@@ -33,7 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from .rlct import RLCT, as_fraction, exact_rank, newton_rlct
+from .rlct import RLCT, as_fraction, exact_rank, newton_rlct, parse_terms
 
 __all__ = [
     "Polynomial",
@@ -668,23 +668,9 @@ def _pad(terms: Terms, d_old: int, d_new: int) -> Terms:
 
 
 def _from_mapping(spec: Mapping, d: Optional[int]) -> Tuple[Terms, int]:
-    terms: Terms = {}
-    dd = None
-    for k, v in spec.items():
-        if isinstance(k, (int,)) and not isinstance(k, bool):
-            k = (k,)
-        if not isinstance(k, tuple) or not all(isinstance(a, int) and not isinstance(a, bool) for a in k):
-            raise ValueError(f"dict keys must be tuples of non-negative ints (exponents), got {k!r}")
-        if any(a < 0 for a in k):
-            raise ValueError(f"negative exponent in {k!r}")
-        if dd is None:
-            dd = len(k)
-        elif len(k) != dd:
-            raise ValueError("all exponent tuples must have the same length")
-        terms[k] = terms.get(k, Fraction(0)) + as_fraction(v, "coefficient")
+    terms, dd = parse_terms(spec)
     if dd is None:
         raise ValueError("empty dict: K must be a non-constant polynomial")
-    terms = _clean(terms)
     if d is not None:
         terms = _pad(terms, dd, int(d))
         dd = int(d)

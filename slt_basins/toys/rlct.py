@@ -177,6 +177,33 @@ def exact_rank(rows: Sequence[Mapping[int, Fraction]] | Sequence[Sequence[Fracti
     return rank
 
 
+def parse_terms(spec: Mapping) -> Tuple[Dict[Exponent, Fraction], Optional[int]]:
+    """Validate ``{exponent tuple: coefficient}`` (an int key means d = 1), sum and drop zeros.
+
+    Returns ``(terms, d)`` with exact Fraction coefficients; ``d`` is None for an empty mapping.
+
+    >>> parse_terms({(2, 0): 1, (0, 4): "1/2", (1, 1): 0})
+    ({(2, 0): Fraction(1, 1), (0, 4): Fraction(1, 2)}, 2)
+    """
+    terms: Dict[Exponent, Fraction] = {}
+    d = None
+    for k, v in spec.items():
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            k = (k,)
+        if not isinstance(k, (tuple, list)) or not all(
+                isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in k):
+            raise ValueError(f"exponent keys must be tuples of non-negative ints, got {k!r}")
+        exp = tuple(int(a) for a in k)
+        if any(a < 0 for a in exp):
+            raise ValueError(f"negative exponent in {k!r}")
+        if d is None:
+            d = len(exp)
+        elif len(exp) != d:
+            raise ValueError("all exponent tuples must have the same length")
+        terms[exp] = terms.get(exp, Fraction(0)) + as_fraction(v, "coefficient")
+    return {k: c for k, c in terms.items() if c != 0}, d
+
+
 def _solve_exact(A: List[List[Fraction]], b: List[Fraction]) -> Optional[List[Fraction]]:
     """Solve the square system A x = b exactly; None if A is singular."""
     n = len(A)
@@ -449,20 +476,7 @@ def newton_rlct(
         >>> float(newton_rlct({(8, 2): 1}, prior_exponents=(6, 3)))   # cases.json row 11
         0.875
     """
-    clean: Dict[Exponent, Fraction] = {}
-    d = None
-    for k, v in terms.items():
-        exp = tuple(int(a) for a in k)
-        if any(a < 0 for a in exp):
-            raise ValueError(f"negative exponent in {k}")
-        if d is None:
-            d = len(exp)
-        elif len(exp) != d:
-            raise ValueError("all exponent tuples must have the same length")
-        c = as_fraction(v, "coefficient")
-        if c != 0:
-            clean[exp] = clean.get(exp, Fraction(0)) + c
-    clean = {k: v for k, v in clean.items() if v != 0}
+    clean, d = parse_terms(terms)
     if not clean:
         raise ValueError("K is the zero polynomial; its RLCT is undefined. Give a non-zero K.")
     assert d is not None
