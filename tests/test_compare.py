@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slt_basins import LLCWarning, compare_measures
-from slt_basins.reproduce import Case, run_case, suite
+from slt_basins.reproduce import Case, _verdict, markdown_table, run_case, suite
 from slt_basins.toys import DeepLinearNetwork, ReducedRankRegression, power
 
 
@@ -58,7 +58,6 @@ def test_reproduce_rows_carry_truth_target_and_ranks():
     assert row["true_lambda"] == "1/2" and row["m"] == 1 and row["certified"]
     assert row["hessian_rank_half"] == 0.5 and row["g_rank_half"] == 0.5 and row["d"] == 1
     assert abs(row["llc"] - 0.4998) < 5 * row["se"] + 0.02 * 0.4998
-    assert row["verdict"].startswith("meets") or row["verdict"].startswith("MISSES")
 
     rrr = Case("RRR", "model", ReducedRankRegression(3, 2, 3, 1), 1e-4, num_chains=2, num_draws=50,
                num_burnin=0, n=500, batch_size=100, group="RRR")
@@ -76,3 +75,29 @@ def test_suite_covers_the_issue_cases():
     dims = [c.d for c in suite(quick=False) if c.group == "DLN"]
     assert min(dims) < 100 and max(dims) >= 10_000
     assert all(c.d < 10_000 for c in suite(quick=True))
+
+
+def test_verdicts_name_the_target_and_the_responsible_bias():
+    base = dict(finite_t_target=0.39, se=0.005, d=2, group="polynomial", rel_err_lambda=-0.2,
+                step_stability_end=0.01)
+    assert _verdict(dict(base, llc=0.395)).startswith("meets")  # within max(2 %, 3 se)
+    assert "step-size" in _verdict(dict(base, llc=0.44))
+    assert "not mixed" in _verdict(dict(base, llc=0.34))
+    net = dict(finite_t_target=None, se=0.3, d=150, group="DLN", step_stability_end=0.9)
+    assert _verdict(dict(net, llc=20.0, rel_err_lambda=-0.07)) == "meets: within 10% of λ"
+    miss = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166))
+    assert miss.startswith("MISSES 10%") and "0.9 where the chains ended" in miss
+    assert "step-size" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16))
+    assert "minibatch" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16, step_stability_end=0.01))
+    assert "no target above 10⁴" in _verdict(dict(net, d=19800, llc=200.0, rel_err_lambda=-0.86))
+
+
+def test_markdown_table_has_one_row_per_case_and_no_stray_pipes():
+    import pandas as pd
+
+    row = dict(case="w^2", d=1, true_lambda="1/2", m=1, finite_t_target=0.4998, llc=0.497, se=0.005,
+               rel_err_target=-0.005, rel_err_lambda=-0.006, hessian_rank_half=0.5, g_rank_half=0.5,
+               step_stability_end=0.005, verdict="meets: within max(2%, 3 se) of the target")
+    md = markdown_table(pd.DataFrame([row, dict(row, case="w^4", g_rank_half=None)])).splitlines()
+    assert len(md) == 4 and {line.count("|") for line in md} == {12}
+    assert "| w^2 | 1 | 1/2 (1) | 0.4998 | 0.497 ± 0.005 | -0.5% | -0.6% | 0.5 | 0.5 |" in md[2]
