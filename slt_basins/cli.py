@@ -40,6 +40,9 @@ def demo(args) -> int:
     import torch
     from . import estimate_llc
 
+    # The demo model is tiny: extra intra-op threads only add synchronisation cost (and stall badly
+    # when other processes share the cores), so the demo runs single-threaded.
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     print("slt-basins demo: LLC of a small MLP at a trained minimum")
