@@ -194,7 +194,7 @@ def run_case(case: Case, seed: int = 0) -> dict:
 
 def _verdict(row: dict) -> str:
     """Which accuracy target the row meets, and which bias explains a miss (rlct-truth §7)."""
-    if row["finite_t_target"] is not None:
+    if row["finite_t_target"] is not None and not pd.isna(row["finite_t_target"]):
         tol = max(0.02 * row["finite_t_target"], 3 * row["se"])
         if abs(row["llc"] - row["finite_t_target"]) <= tol:
             return "meets: within max(2%, 3 se) of the target"

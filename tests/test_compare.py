@@ -83,7 +83,7 @@ def test_verdicts_name_the_target_and_the_responsible_bias():
     assert _verdict(dict(base, llc=0.395)).startswith("meets")  # within max(2 %, 3 se)
     assert "step-size" in _verdict(dict(base, llc=0.44))
     assert "not mixed" in _verdict(dict(base, llc=0.34))
-    net = dict(finite_t_target=None, se=0.3, d=150, group="DLN", step_stability_end=0.9)
+    net = dict(finite_t_target=float("nan"), se=0.3, d=150, group="DLN", step_stability_end=0.9)
     assert _verdict(dict(net, llc=20.0, rel_err_lambda=-0.07)) == "meets: within 10% of λ"
     miss = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166))
     assert miss.startswith("MISSES 10%") and "0.9 where the chains ended" in miss
