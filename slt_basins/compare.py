@@ -24,6 +24,10 @@ def _g_inputs(x: torch.Tensor, k: int, d: int, budget: int = 20_000_000) -> tupl
     return x, f"all {x.shape[0]} inputs"
 
 
+def _gap(r) -> str:
+    return "no gap (nothing dropped or nothing kept)" if r.gap_decades is None else f"gap {r.gap_decades:.1f} decades"
+
+
 def compare_measures(
     model: nn.Module,
     data: Any,
@@ -87,12 +91,12 @@ def compare_measures(
             rh = curvature.rank_from_values(ev.cpu().numpy(), d, tol, method="exact")
         else:
             rh = curvature.hessian_rank(model, (x, y), loss, tol=tol)
-        add("rank(H)/2", rh.rank / 2, None, f"{rh.method}, tol {rh.tol:.2e}, gap {rh.gap_decades} decades")
+        add("rank(H)/2", rh.rank / 2, None, f"{rh.method}, tol {rh.tol:.2e}, {_gap(rh)}")
         k = int(torch.tensor(fm.forward(fm.w_star, x[:1]).shape[1:]).prod()) if x.ndim else 1
         xg, gnote = _g_inputs(x, k, d)
         output = "probs" if loss in ("cross_entropy", "ce") else "raw"
         rg = curvature.g_rank(model, xg, output=output, tol=tol)
-        add("rank(G)/2", rg.rank / 2, None, f"svd of G ({output} outputs), {gnote}, gap {rg.gap_decades} decades")
+        add("rank(G)/2", rg.rank / 2, None, f"svd of G ({output} outputs), {gnote}, {_gap(rg)}")
     add("d/2", d / 2, None, "regular model")
     if dense:
         add("trace(H)", float(ev.sum()), None, "exact")

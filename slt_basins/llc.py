@@ -283,7 +283,7 @@ def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: 
     checks["wall_time_s"] = time.perf_counter() - t0
     if grad_fn is not None:
         ends = [_step_stability(grad_fn, run.final_w[i], config, nbeta)
-                for i in np.flatnonzero(run.diverged_at < 0)[:4]]
+                for i in np.flatnonzero(run.diverged_at < 0)]
         if ends:
             checks["hessian_max_abs_eig_end"], checks["step_stability_end"] = max(ends, key=lambda e: e[1])
     return _finish(run, hyper, config, checks, target.init_loss)
@@ -343,7 +343,8 @@ def estimate_llc(
         divergence_bound: a chain is stopped and excluded when |nβ·(L_B(w_t) − L_B(w*))| exceeds it
             or its loss is non-finite (default 10·d + 100, far above any honest draw since λ ≤ d/2).
         check_stability: estimate the top Hessian eigenvalue at w* and at the chains' final positions
-            (20 Hessian-vector products each, on up to 2048 examples) to warn about unstable or biased
+            (20 Hessian-vector products per point, at w* and at every non-diverged chain's end, on up to
+            2048 examples) to warn about unstable or biased
             step sizes.
         vectorize: run chains with ``torch.func.vmap`` (falls back to a loop, with a warning, for
             models that cannot be vmapped).

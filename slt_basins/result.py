@@ -98,6 +98,7 @@ class LLCResult:
         """ArviZ diagnostics of the per-draw LLC and loss: mean, sd, MCSE, bulk/tail ESS, R-hat.
 
         R-hat needs at least two chains (NaN otherwise); values above 1.01 mean the chains disagree
+        (``estimate_llc`` warns only above 1.05, where the error bar is clearly unreliable)
         and the error bar is not trustworthy. The row ``llc`` mean equals ``llc_mean``.
         """
         return diagnostics.summary_table({"llc": self.llc_trace, "loss": self.loss_trace})
