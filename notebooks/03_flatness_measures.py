@@ -136,8 +136,7 @@ def stable_step(model, data, nbeta, cap, stability=0.05):
 
 def _gap(note):
     """The spectral gap (decades) that compare_measures writes into a rank's note."""
-    g = note.split("gap ")[1].split(" ")[0]
-    return g if g in ("None", "inf") else f"{float(g):.1f}"
+    return "none" if "no gap" in note else note.split("gap ")[1].split(" ")[0]
 
 
 def measure(name, model, data, group, cap, llc_kw, batch_size=None, target=None):
