@@ -92,7 +92,8 @@ class ChainRun:
     ``loss`` and ``llc`` are ``(chains, num_draws)``: the minibatch loss L_B(w_t) and the draw
     nβ·(L_B(w_t) − L_B(w*)) for every post-burn-in step. ``diverged_at`` is the step (counting
     burn-in) at which a chain was stopped, or −1. ``steps_done`` < the requested total when the run
-    stopped early (all chains diverged, or interrupted).
+    stopped early (all chains diverged, or interrupted). ``accept`` is the per-chain mean
+    Metropolis acceptance probability over the draws (kernels that report one, e.g. MALA), else None.
     """
 
     loss: np.ndarray
@@ -101,6 +102,8 @@ class ChainRun:
     steps_done: int
     final_w: torch.Tensor
     interrupted: bool = False
+    accept: Optional[np.ndarray] = None
+    final_state: Optional[tuple] = None
 
 
 def _where(mask: torch.Tensor, new, old):
@@ -137,7 +140,10 @@ def run_chains(
     device, dtype = w_star.device, w_star.dtype
     streams = [ChainStream(seed, c, device, dtype) for c in chain_ids]
     total = num_burnin + num_draws
-    state = kernel.init(w_star.expand(chains, d).clone())
+    state = kernel.init(w_star.expand(chains, d).clone(), lambda w: target.loss_and_grad(w, None), hyper)
+    hyper_draw = hyper._replace(adapt=False)
+    acc_sum = torch.zeros(chains, device=device, dtype=dtype)
+    has_acc = False
     loss_tr = torch.zeros(chains, num_draws, device=device, dtype=dtype)
     llc_tr = torch.zeros(chains, num_draws, device=device, dtype=dtype)
     alive = torch.ones(chains, dtype=torch.bool, device=device)
@@ -148,12 +154,13 @@ def run_chains(
     try:
         while t < total:
             k = min(blk, total - t)
-            noise = torch.stack([s.normal(k, d) for s in streams], dim=1)
+            noise = torch.stack([s.normal(k, d + kernel.extra_noise) for s in streams], dim=1)
             batches = target.draw_batches(streams, k)
             for j in range(k):
                 batch = None if batches is None else batches[j]
-                new_state, loss = kernel.step(
-                    state, lambda w, b=batch: target.loss_and_grad(w, b), noise[j], hyper
+                new_state, loss, acc = kernel.step(
+                    state, lambda w, b=batch: target.loss_and_grad(w, b), noise[j],
+                    hyper if t < num_burnin else hyper_draw,
                 )
                 draw = (loss - target.baseline(batch)) * hyper.nbeta
                 ok = torch.isfinite(draw) & (draw.abs() <= divergence_bound)
@@ -164,6 +171,9 @@ def run_chains(
                 if t >= num_burnin:
                     loss_tr[:, t - num_burnin] = loss
                     llc_tr[:, t - num_burnin] = draw
+                    if acc is not None:
+                        acc_sum += torch.where(alive, acc, 0.0)
+                        has_acc = True
                 t += 1
             bar.update(k)
             if on_block is not None:
@@ -181,5 +191,7 @@ def run_chains(
         diverged_at=diverged_at.cpu().numpy(),
         steps_done=t,
         final_w=state[0].detach(),
+        final_state=state,
         interrupted=interrupted,
+        accept=(acc_sum / max(kept, 1)).cpu().numpy() if has_acc else None,
     )

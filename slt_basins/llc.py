@@ -27,7 +27,7 @@ from .data import as_tensors
 from .functional import FlatModel
 from .losses import resolve_loss
 from .result import LLCResult
-from .samplers import Hyper, get_kernel
+from .samplers import Hyper, Kernel, get_kernel, langevin_log_accept
 from .targets import ModelTarget, PotentialTarget
 
 __all__ = ["estimate_llc", "estimate_llc_potential", "default_nbeta", "SamplerDivergedError", "LLCWarning"]
@@ -87,15 +87,19 @@ def _check_common(num_chains, num_draws, num_burnin, step_size, localization, se
     )
 
 
-def _top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, iters: int = 20) -> float:
-    """Largest |eigenvalue| of the Hessian at w by power iteration on reverse-over-reverse HVPs."""
+def _top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, iters: int = 20,
+                   scale: Optional[torch.Tensor] = None) -> float:
+    """Largest |eigenvalue| of the Hessian H at w (of S·H·S with S = diag(scale) when given) by power
+    iteration on reverse-over-reverse HVPs."""
     _, hvp = vjp(grad_fn, w)
     g = torch.Generator(device=w.device).manual_seed(0)
     v = torch.randn(w.shape, generator=g, device=w.device, dtype=w.dtype)
     v /= v.norm()
     lam = 0.0
     for _ in range(iters):
-        hv = hvp(v)[0].detach()
+        hv = hvp(v if scale is None else v * scale)[0].detach()
+        if scale is not None:
+            hv = hv * scale
         lam = float(hv.norm())
         if lam == 0.0 or not math.isfinite(lam):
             break
@@ -158,21 +162,40 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
             f"the gradient norm at w* is {checks['grad_norm']:.3g}: w* is not a critical point of L_n. The "
             f"linear term can shift λ̂ by up to nβ²‖∇L‖²/γ = {bias:.3g} (against λ̂ = {mean:.3g}). "
             "Train to a local minimum first, or raise localization.", LLCWarning, stacklevel=3)
+    name = config["sampler"]
+    div = {"sgld": "4", "rmsprop_sgld": "4", "sgnht": "8"}.get(name, "4")
+    what = "ε·(nβ·h_max + γ)/" + div if name != "rmsprop_sgld" else \
+        "ε·(nβ·h_max + γ·max G)/4 (h_max of the preconditioned Hessian G^½HG^½)"
+    langevin = name in ("sgld", "rmsprop_sgld")
     stab = checks.get("step_stability")
     if stab is not None and stab > 0.1:
         warnings.warn(
-            f"ε·(nβ·h_max + γ)/4 = {stab:.3g} at w* (h_max = {checks['hessian_max_abs_eig']:.3g} is the largest "
-            f"Hessian eigenvalue): " + ("SGLD is unstable in the stiffest direction." if stab >= 1 else
-            f"the stationary variance in the stiffest direction is inflated by 1/(1−{stab:.2g}) = "
-            f"{1 / (1 - stab):.3g}, biasing λ̂ upward.") + f" Lower step_size to ≤ {0.1 * eps / stab:.2g} for a bias under 11 %.",
+            f"{what} = {stab:.3g} at w* (h_max = {checks['hessian_max_abs_eig']:.3g} is the largest "
+            f"Hessian eigenvalue): " + ("the sampler is unstable in the stiffest direction." if stab >= 1 else
+            f"the stationary variance in the stiffest direction is inflated by about 1/(1−{stab:.2g}) = "
+            f"{1 / (1 - stab):.3g}, biasing λ̂ upward." if langevin else
+            "the stiffest direction is under-resolved, which biases λ̂.")
+            + f" Lower step_size to ≤ {0.1 * eps / stab:.2g} for a bias under about 11 %.",
             LLCWarning, stacklevel=3)
     end = checks.get("step_stability_end")
     if end is not None and end > 0.1 and end > 2 * (stab or 0.0):
         warnings.warn(
-            f"at the chains' final positions ε·(nβ·h_max + γ)/4 = {end:.3g} (h_max = "
-            f"{checks['hessian_max_abs_eig_end']:.3g}), larger than at w*: the chains moved into stiffer regions, "
-            f"where the step size inflates the variance by up to 1/(1−{min(end, 0.99):.2g}), biasing λ̂ upward. "
-            f"Lower step_size to ≤ {0.1 * eps / end:.2g} or raise localization.", LLCWarning, stacklevel=3)
+            f"at the chains' final positions {what} = {end:.3g} (h_max = "
+            f"{checks['hessian_max_abs_eig_end']:.3g})" + (", larger than at w*: the chains moved into stiffer regions, "
+            if stab is not None else ": ") +
+            f"where the step size inflates the variance (by up to 1/(1−{min(end, 0.99):.2g}) for Langevin kernels), "
+            f"biasing λ̂ upward. Lower step_size to ≤ {0.1 * eps / end:.2g} or raise localization.",
+            LLCWarning, stacklevel=3)
+    acc = checks.get("mala_accept")
+    if acc is not None and name == "mala" and acc < 0.2:
+        warnings.warn(f"MALA accepted {acc:.1%} of its proposals on average: the chains barely move, so "
+                      f"the draws are strongly correlated. Lower step_size (now {eps:g}); an acceptance "
+                      "of 0.5–0.8 mixes best.", LLCWarning, stacklevel=3)
+    elif acc is not None and langevin and acc < 0.5:
+        warnings.warn(f"MALA would accept only {acc:.1%} of this sampler's proposals at the chains' final "
+                      f"positions: the step size (now {eps:g}) is large enough for a visible discretisation "
+                      "bias in λ̂. Lower step_size, or check with sampler='mala' on a small problem.",
+                      LLCWarning, stacklevel=3)
     return LLCResult(
         llc_mean=mean, llc_std=std, llc_per_chain=per_chain, mcse=mcse, loss_trace=loss_tr,
         llc_trace=llc_tr, init_loss=float(init_loss), nbeta=hyper.nbeta, diverged=bad,
@@ -194,7 +217,7 @@ def estimate_llc_potential(
     num_burnin: int = 500,
     step_size: float = 1e-4,
     localization: float = 1.0,
-    sampler: str = "sgld",
+    sampler: Union[str, Kernel] = "sgld",
     seed: int = 0,
     device=None,
     divergence_bound: Optional[float] = None,
@@ -243,10 +266,11 @@ def estimate_llc_potential(
     g_star = target.loss_and_grad(w_star.reshape(1, -1))[1][0]
     _grad_checks(checks, g_star, nbeta, s["localization"])
     grad_fn = grad(lambda w: potential(w.reshape(1, -1)).sum()) if check_stability else None
-    config = dict(kind="potential", sampler=sampler, nbeta=nbeta, d=d, chain_ids=list(range(s["num_chains"])),
+    probe = (lambda w: target.loss_and_grad(w, None)) if check_stability else None
+    config = dict(kind="potential", sampler=kernel.name, nbeta=nbeta, d=d, chain_ids=list(range(s["num_chains"])),
                   divergence_bound=bound, device=str(w_star.device), dtype=str(w_star.dtype), **s)
     return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, w_star), config, checks, progress,
-                   grad_fn)
+                   grad_fn, probe)
 
 
 def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> None:
@@ -255,23 +279,63 @@ def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> N
     checks["grad_bias_bound"] = (nbeta * gn) ** 2 / gamma if gamma > 0 else (math.inf if gn > 0 else 0.0)
 
 
-def _step_stability(grad_fn, w: torch.Tensor, s: dict, nbeta: float) -> tuple[float, float]:
-    """(h, ε·(nβ·h + γ)/4) with h the largest |Hessian eigenvalue| of L at w."""
-    h = _top_curvature(grad_fn, w)
-    return h, s["step_size"] * (nbeta * h + s["localization"]) / 4
+_STABILITY_DIVISOR = {"sgld": 4.0, "rmsprop_sgld": 4.0, "sgnht": 8.0}
 
 
-def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: bool, grad_fn=None) -> LLCResult:
+def _step_stability(grad_fn, w: torch.Tensor, s: dict, nbeta: float, kernel_name: str,
+                    precond: Optional[torch.Tensor] = None) -> tuple[float, float]:
+    """(h, ε·(nβ·h + γ·max G)/c) with h the largest |eigenvalue| of G^½·H·G^½ (H the Hessian of L
+    at w, G the kernel's diagonal preconditioner, 1 without one). c = 4 for the Langevin kernels
+    (stable for a ratio < 1, variance inflated by 1/(1 − ratio) on a Gaussian), 8 for SGNHT's
+    momentum form with η = ε/2 (stable for a ratio < 1 at small friction)."""
+    scale = None if precond is None else precond.sqrt()
+    h = _top_curvature(grad_fn, w, scale=scale)
+    gmax = 1.0 if precond is None else float(precond.max())
+    return h, s["step_size"] * (nbeta * h + s["localization"] * gmax) / _STABILITY_DIVISOR[kernel_name]
+
+
+def _mala_probe(kernel, run: ChainRun, hyper: Hyper, loss_and_grad, proposals: int = 8, seed: int = 0) -> Optional[float]:
+    """Mean Metropolis acceptance probability of the kernel's own Langevin proposals from the chains'
+    final positions (``proposals`` fresh proposals per chain), with the exact loss given by
+    ``loss_and_grad``. For an unadjusted kernel a value near 1 means its discretisation bias is small
+    (Lau et al. 2023 log it; Xu 2024 uses it to choose ε)."""
+    alive = np.flatnonzero(run.diverged_at < 0)
+    if len(alive) == 0 or run.final_state is None:
+        return None
+    idx = torch.as_tensor(alive, device=run.final_w.device).repeat_interleave(proposals)
+    w = run.final_w[idx]
+    G = None if kernel.preconditioner is None else kernel.preconditioner(run.final_state)[idx]
+    h = hyper._replace(adapt=False)
+    gen = torch.Generator(device=w.device).manual_seed(seed)
+    z = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
+    with torch.no_grad():
+        loss, grad_ = loss_and_grad(w)
+        g = torch.ones_like(w) if G is None else G
+        drift = -hyper.nbeta * grad_ - hyper.localization * (w - hyper.w_star)
+        w_new = w + 0.5 * hyper.step_size * g * drift + (hyper.step_size * g).sqrt() * z
+        loss_new, grad_new = loss_and_grad(w_new)
+        la = langevin_log_accept(w, loss, grad_, w_new, loss_new, grad_new, h, G)
+    return float(la.clamp(max=0.0).exp().mean())
+
+
+def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: bool, grad_fn=None,
+            probe=None) -> LLCResult:
     """Run the chain loop with the validated settings in ``config`` and build the result.
 
     With ``grad_fn`` (w ↦ ∇L(w), differentiable by torch.func), the step-size stability
-    ε·(nβ·h_max + γ)/4 is measured at w* before sampling and at the chains' final positions after,
-    because the curvature the sampler meets can grow as chains move away from w*.
+    ε·(nβ·h_max + γ)/c is measured at w* before sampling (unpreconditioned kernels) and at the
+    chains' final positions after, because the curvature the sampler meets can grow as chains move
+    away from w*. With ``probe`` (a ``(rows, d) -> (L, ∇L)`` function on fixed data), the MALA
+    acceptance probability of the kernel's proposals is measured at the chains' final positions
+    (Langevin kernels); MALA reports its own acceptance rate.
     """
-    nbeta = hyper.nbeta
-    if grad_fn is not None:
+    nbeta, name = hyper.nbeta, kernel.name
+    if name not in _STABILITY_DIVISOR:
+        grad_fn = None
+    if grad_fn is not None and kernel.preconditioner is None:
         try:
-            checks["hessian_max_abs_eig"], checks["step_stability"] = _step_stability(grad_fn, hyper.w_star, config, nbeta)
+            checks["hessian_max_abs_eig"], checks["step_stability"] = _step_stability(
+                grad_fn, hyper.w_star, config, nbeta, name)
         except Exception as e:  # e.g. models that torch.func cannot transform
             checks["stability_check_error"] = f"{type(e).__name__}: {e}"
             grad_fn = None
@@ -279,13 +343,24 @@ def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: 
     run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=config["num_burnin"],
                      num_draws=config["num_draws"], seed=config["seed"],
                      divergence_bound=config["divergence_bound"], progress=progress,
-                     desc=config["sampler"].upper())
+                     desc=name.upper())
     checks["wall_time_s"] = time.perf_counter() - t0
-    if grad_fn is not None:
-        ends = [_step_stability(grad_fn, run.final_w[i], config, nbeta)
-                for i in np.flatnonzero(run.diverged_at < 0)]
-        if ends:
+    alive = np.flatnonzero(run.diverged_at < 0)
+    if grad_fn is not None and len(alive):
+        pre = kernel.preconditioner(run.final_state) if kernel.preconditioner is not None else None
+        try:
+            ends = [_step_stability(grad_fn, run.final_w[i], config, nbeta, name, None if pre is None else pre[i])
+                    for i in alive]
             checks["hessian_max_abs_eig_end"], checks["step_stability_end"] = max(ends, key=lambda e: e[1])
+        except Exception as e:
+            checks["stability_check_error"] = f"{type(e).__name__}: {e}"
+    if run.accept is not None:
+        checks["mala_accept"] = float(run.accept[alive].mean()) if len(alive) else None
+    elif probe is not None and name in ("sgld", "rmsprop_sgld"):
+        try:
+            checks["mala_accept"] = _mala_probe(kernel, run, hyper, probe, seed=config["seed"])
+        except Exception as e:
+            checks["mala_probe_error"] = f"{type(e).__name__}: {e}"
     return _finish(run, hyper, config, checks, target.init_loss)
 
 
@@ -301,7 +376,8 @@ def estimate_llc(
     localization: float = 100.0,
     nbeta: Optional[float] = None,
     batch_size: Optional[int] = None,
-    sampler: str = "sgld",
+    sampler: Union[str, Kernel] = "sgld",
+    params=None,
     seed: int = 0,
     device=None,
     divergence_bound: Optional[float] = None,
@@ -336,7 +412,15 @@ def estimate_llc(
         batch_size: minibatch size per chain and step; None uses the full data (a DataLoader's own
             batch size is used when ``data`` is a DataLoader). The baseline L_B(w*) is evaluated on
             the same minibatch as L_B(w_t).
-        sampler: kernel name (``"sgld"``).
+        sampler: ``"sgld"`` (default), ``"rmsprop_sgld"`` (diagonal RMSprop preconditioner adapted
+            during burn-in from the loss gradients only, then frozen), ``"sgnht"`` (momentum with a
+            Nosé–Hoover thermostat; η = ε/2), ``"mala"`` (Metropolis-adjusted, exact at any ε,
+            full batch only), or a :class:`~slt_basins.samplers.Kernel` built with options, e.g.
+            ``samplers.rmsprop_sgld(delta=1.0)``. The step sizes that suit each kernel differ:
+            see :func:`slt_basins.calibrate`.
+        params: sample only these parameters (a list of names from ``model.named_parameters()``,
+            or a predicate ``name -> bool``) and hold the rest at w*: the *restricted* LLC of that
+            block (Wang et al. 2024). None samples every parameter with ``requires_grad``.
         seed: chain c draws its noise and minibatches from ``SeedSequence([seed, c])``: the same seed
             gives identical results, and a chain's draws do not depend on the number of chains.
         device: where to sample (default: the model's device).
@@ -345,7 +429,9 @@ def estimate_llc(
         check_stability: estimate the top Hessian eigenvalue at w* and at the chains' final positions
             (20 Hessian-vector products per point, at w* and at every non-diverged chain's end, on up to
             2048 examples) to warn about unstable or biased
-            step sizes.
+            step sizes, and the MALA acceptance probability of 8 fresh proposals per chain from the
+            chains' final positions on the same examples (``checks["mala_accept"]``; near 1 means a
+            small discretisation bias).
         vectorize: run chains with ``torch.func.vmap`` (falls back to a loop, with a warning, for
             models that cannot be vmapped).
         progress: show a tqdm progress bar over steps.
@@ -371,7 +457,7 @@ def estimate_llc(
     kernel = get_kernel(sampler)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
-    fm = FlatModel(model)
+    fm = FlatModel(model, params)
     dev = torch.device(device) if device is not None else fm.device
     if dev != fm.device:
         raise ValueError(f"the model is on {fm.device} but device={dev}; move the model with model.to(device) first.")
@@ -381,6 +467,10 @@ def estimate_llc(
         batch_size = _count("batch_size", batch_size, 1)
     x, y = as_tensors(data, device=dev, dtype=fm.dtype)
     n = int(x.shape[0])
+    if kernel.full_batch and batch_size is not None and batch_size < n:
+        raise ValueError(f"sampler={kernel.name!r} is Metropolis-adjusted and needs the exact full-batch loss, but "
+                         f"batch_size={batch_size} < n={n}. Pass batch_size=None (for a DataLoader: "
+                         f"batch_size={n}), or use sampler='sgld' for minibatches.")
     nbeta = default_nbeta(n) if nbeta is None else _positive("nbeta", nbeta)
     probe_x = x[: min(n, 8)]
     try:
@@ -417,11 +507,15 @@ def estimate_llc(
         idx = torch.randperm(n, generator=torch.Generator().manual_seed(s["seed"]))[:m].to(dev)
         xs, ys = x[idx], y[idx]
         grad_fn = grad(lambda w: target._loss_one(w, xs, ys))
-    config = dict(kind="model", sampler=sampler, nbeta=nbeta, n=n, d=d, loss=spec.name,
+        probe = lambda w: target.loss_and_grad(w, idx.expand(w.shape[0], -1))  # noqa: E731
+    else:
+        probe = None
+    config = dict(kind="model", sampler=kernel.name, params=None if params is None else list(fm.names),
+                  nbeta=nbeta, n=n, d=d, loss=spec.name,
                   batch_size=target.batch_size, vectorized=target.vectorized,
                   chain_ids=list(range(s["num_chains"])), divergence_bound=bound,
                   device=str(dev), dtype=str(fm.dtype),
                   paired_baseline=("per-example cache" if spec.per_sample is not None else "forward pass")
                   if target.batch_size is not None else "full batch", **s)
     return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, fm.w_star), config, checks,
-                   progress, grad_fn)
+                   progress, grad_fn, probe)

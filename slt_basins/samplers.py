@@ -1,33 +1,54 @@
 """Sampler kernels: small pure step functions over a ``(chains, d)`` parameter tensor.
 
-Every kernel is a pair ``init(w0) -> state`` and
-``step(state, loss_and_grad, noise, hyper) -> (state, loss)``:
+Every kernel is a :class:`Kernel`, a pair of pure functions
 
-* ``state`` is a NamedTuple of tensors whose first dimension is the chain dimension, so the
-  chain loop can freeze diverged chains with one ``torch.where`` per field;
+* ``init(w0, loss_and_grad, hyper) -> state`` and
+* ``step(state, loss_and_grad, noise, hyper) -> (state, loss, accept)``,
+
+where
+
+* ``state`` is a NamedTuple of tensors whose first dimension is the chain dimension and whose
+  first field is the parameters ``w`` (``(chains, d)``), so the chain loop can freeze diverged
+  chains with one ``torch.where`` per field;
 * ``loss_and_grad(w)`` maps ``(chains, d)`` parameters to the per-chain minibatch loss
   ``L_B(w)`` (shape ``(chains,)``) and its gradient ``∇L_B(w)`` (shape ``(chains, d)``);
-* ``noise`` is a ``(chains, d)`` tensor of independent standard normals, drawn by the chain loop
-  from per-chain generators so that each chain's stream depends only on (seed, chain index);
+* ``noise`` is a ``(chains, d + kernel.extra_noise)`` tensor of independent standard normals,
+  drawn by the chain loop from per-chain generators so that each chain's stream depends only on
+  (seed, chain index);
 * ``hyper`` is a :class:`Hyper` with the step size ε, the localisation strength γ, the inverse
-  temperature times sample size nβ, and the centre w*;
-* the returned ``loss`` is ``L_B`` at the parameters the step *started* from, i.e. the draw.
+  temperature times sample size nβ, the centre w* and whether adaptation is on (burn-in);
+* the returned ``loss`` is ``L_B`` at the parameters the step *started* from, i.e. the draw, and
+  ``accept`` is the per-chain Metropolis acceptance probability of the step (``None`` for the
+  unadjusted kernels).
 
 The target density of all kernels is the localised tempered posterior
 
-    p(w) ∝ exp(−nβ·L_n(w) − (γ/2)·‖w − w*‖²)            (Lau et al. 2023, arXiv:2308.12108).
+    p(w) ∝ exp(−U(w)),   U(w) = nβ·L_n(w) + (γ/2)·‖w − w*‖²     (Lau et al. 2023, arXiv:2308.12108),
 
-New kernels (RMSprop-SGLD, SGNHT, MALA) plug into the same chain loop by providing the same two
-functions; see :data:`KERNELS`.
+and ∇log p = −nβ·∇L − γ·(w − w*) is written ``drift`` below. Kernels with options are built by
+factories (:func:`rmsprop_sgld`, :func:`sgnht`); :data:`KERNELS` holds the defaults by name.
+
+Example:
+    >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(1))
+    >>> f = lambda w: ((w ** 2).sum(1), 2 * w)
+    >>> k = get_kernel("sgld")
+    >>> s = k.init(torch.ones(2, 1), f, h)
+    >>> s, loss, acc = k.step(s, f, torch.zeros(2, 1), h)
+    >>> round(s.w[0, 0].item(), 6), acc is None  # 1 + 0.005*(-10*2 - 1)
+    (0.895, True)
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
-__all__ = ["Hyper", "Kernel", "SGLDState", "sgld_init", "sgld_step", "SGLD", "KERNELS", "get_kernel"]
+__all__ = [
+    "Hyper", "Kernel", "SGLDState", "RMSpropState", "SGNHTState", "MALAState",
+    "sgld_init", "sgld_step", "SGLD", "rmsprop_sgld", "sgnht", "MALA", "KERNELS", "get_kernel",
+    "langevin_log_accept",
+]
 
 LossAndGrad = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -36,25 +57,67 @@ class Hyper(NamedTuple):
     """Sampler hyperparameters shared by all kernels.
 
     Attributes:
-        step_size: ε > 0, the SGLD learning rate (the injected noise has variance ε).
+        step_size: ε > 0. For SGLD and MALA the Langevin step (injected noise variance ε); for
+            RMSprop-SGLD the step before preconditioning; for SGNHT the momentum form uses
+            η = ε/2, so that at friction 1 it is SGLD with the same ε.
         localization: γ ≥ 0, strength of the Gaussian pull (γ/2)‖w − w*‖² towards w*.
         nbeta: nβ > 0, the sample size times inverse temperature multiplying the mean loss.
         w_star: the centre w*, shape ``(d,)`` (broadcast over chains).
+        adapt: True during burn-in. Adaptive kernels (RMSprop-SGLD's preconditioner) update their
+            statistics only while it is True, so that the draws come from a fixed Markov kernel.
     """
 
     step_size: float
     localization: float
     nbeta: float
     w_star: torch.Tensor
+    adapt: bool = True
 
 
 class Kernel(NamedTuple):
-    """A sampler as a pair of pure functions (see the module docstring)."""
+    """A sampler as a pair of pure functions (see the module docstring).
+
+    ``extra_noise``: standard normals per chain and step beyond the d for the Langevin noise (MALA
+    uses one for its accept/reject uniform). ``full_batch``: the kernel needs the exact loss
+    (Metropolis correction), so minibatches are refused. ``preconditioner(state)`` returns the
+    diagonal preconditioner ``(chains, d)`` of a preconditioned kernel, or None.
+    """
 
     name: str
-    init: Callable[[torch.Tensor], NamedTuple]
-    step: Callable[[NamedTuple, LossAndGrad, torch.Tensor, Hyper], "tuple[NamedTuple, torch.Tensor]"]
+    init: Callable
+    step: Callable
+    extra_noise: int = 0
+    full_batch: bool = False
+    preconditioner: Optional[Callable] = None
 
+
+def _drift(w: torch.Tensor, grad: torch.Tensor, hyper: Hyper) -> torch.Tensor:
+    """∇log p(w) = −nβ·∇L(w) − γ·(w − w*)."""
+    return grad.mul(-hyper.nbeta).sub_(w - hyper.w_star, alpha=hyper.localization)
+
+
+def _potential(w: torch.Tensor, loss: torch.Tensor, hyper: Hyper) -> torch.Tensor:
+    """U(w) = nβ·L(w) + (γ/2)‖w − w*‖², per chain."""
+    return hyper.nbeta * loss + 0.5 * hyper.localization * (w - hyper.w_star).square().sum(-1)
+
+
+def langevin_log_accept(w, loss, grad, w_new, loss_new, grad_new, hyper: Hyper, precond=None) -> torch.Tensor:
+    """log of the Metropolis–Hastings ratio of the Langevin proposal w → w_new, per chain.
+
+    The proposal is q(w'|w) = N(w + (ε/2)·G·∇log p(w), ε·G) with a fixed diagonal preconditioner G
+    (G = 1 for SGLD/MALA). Returns log[p(w') q(w|w') / (p(w) q(w'|w))]; the acceptance probability
+    is min(1, exp(·)). Non-finite values (a proposal into overflow) are returned as −inf.
+    """
+    eps = hyper.step_size
+    g = torch.ones_like(w) if precond is None else precond
+    fwd = w_new - w - 0.5 * eps * g * _drift(w, grad, hyper)
+    bwd = w - w_new - 0.5 * eps * g * _drift(w_new, grad_new, hyper)
+    log_q = ((fwd.square() - bwd.square()) / g).sum(-1) / (2 * eps)
+    out = _potential(w, loss, hyper) - _potential(w_new, loss_new, hyper) + log_q
+    return torch.nan_to_num(out, nan=-math.inf, posinf=-math.inf)
+
+
+# --- SGLD -----------------------------------------------------------------------------------------
 
 class SGLDState(NamedTuple):
     """State of SGLD: only the parameters, shape ``(chains, d)``."""
@@ -62,8 +125,8 @@ class SGLDState(NamedTuple):
     w: torch.Tensor
 
 
-def sgld_init(w0: torch.Tensor) -> SGLDState:
-    """Start SGLD chains at ``w0`` (``(chains, d)``)."""
+def sgld_init(w0: torch.Tensor, loss_and_grad: Optional[LossAndGrad] = None, hyper: Optional[Hyper] = None) -> SGLDState:
+    """Start SGLD chains at ``w0`` (``(chains, d)``); no evaluation is needed."""
     return SGLDState(w0)
 
 
@@ -74,29 +137,171 @@ def sgld_step(state: SGLDState, loss_and_grad: LossAndGrad, noise: torch.Tensor,
 
     For a Gaussian target of precision A the stationary variance of this update is
     1/(A(1 − εA/4)): stable only for εA < 4, and biased upward by the factor 1/(1 − εA/4)
-    (rlct-truth.md §7 item 5). Returns the new state and ``L_B(w)`` at the old parameters.
-
-    Example:
-        >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(1))
-        >>> f = lambda w: ((w ** 2).sum(1), 2 * w)
-        >>> s, loss = sgld_step(sgld_init(torch.ones(2, 1)), f, torch.zeros(2, 1), h)
-        >>> round(s.w[0, 0].item(), 6)  # 1 + 0.005*(-10*2 - 1)
-        0.895
+    (rlct-truth.md §7 item 5). Returns the new state, ``L_B(w)`` at the old parameters and None.
     """
     loss, grad = loss_and_grad(state.w)
-    drift = grad.mul(-hyper.nbeta).sub_(state.w - hyper.w_star, alpha=hyper.localization)
-    w = state.w + (0.5 * hyper.step_size) * drift + math.sqrt(hyper.step_size) * noise
-    return SGLDState(w), loss
+    w = state.w + (0.5 * hyper.step_size) * _drift(state.w, grad, hyper) + math.sqrt(hyper.step_size) * noise
+    return SGLDState(w), loss, None
 
 
 SGLD = Kernel("sgld", sgld_init, sgld_step)
 
-KERNELS: dict[str, Kernel] = {"sgld": SGLD}
+
+# --- RMSprop-preconditioned SGLD -----------------------------------------------------------------
+
+class RMSpropState(NamedTuple):
+    """RMSprop-SGLD state: parameters, the running mean of squared loss gradients, steps adapted."""
+
+    w: torch.Tensor
+    v: torch.Tensor
+    k: torch.Tensor
 
 
-def get_kernel(name: str) -> Kernel:
-    """Look a kernel up by name, with a clear error listing the known ones."""
+def rmsprop_sgld(decay: float = 0.99, max_gain: float = 1000.0) -> Kernel:
+    """RMSprop-preconditioned SGLD (Li et al. 2016, pSGLD; Hitchcock & Hoogland 2025 for the LLC).
+
+    With g = nβ·∇L_B(w) (the loss gradient only: the preconditioner statistics exclude the
+    localisation term, so that γ does not set the metric) and s = √v̂,
+
+        v ← decay·v + (1 − decay)·g²      (only during burn-in; bias-corrected as in Adam),
+        G_i = min(max_gain, max_j s_j / s_i)            (G = 1 while v = 0),
+        Δw = (ε/2)·G·(−nβ·∇L_B(w) − γ·(w − w*)) + √(ε·G)·ξ.
+
+    G is the RMSprop metric 1/s normalised so that its smallest entry is 1: the stiffest
+    direction moves exactly as under SGLD with the same ε (so ε keeps SGLD's units and its
+    stability rule ε·(nβ·h_max + γ) < 4 at the start), and a direction with gradient scale s_i is
+    sped up by s_max/s_i ≈ √(A_max/A_i) for Gaussian precisions A. ``max_gain`` caps the speed-up
+    where the loss gradient vanishes and only γ confines the chain (keep ε·γ·max_gain < 4).
+
+    After burn-in v is frozen, so the draws come from SGLD with a fixed diagonal metric G, whose
+    stationary law is the target up to the O(ε) discretisation bias (the Γ correction term of
+    pSGLD vanishes for a fixed G).
+
+    Example:
+        >>> k = rmsprop_sgld(decay=0.9)
+        >>> k.name
+        'rmsprop_sgld'
+    """
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"rmsprop decay must lie in (0, 1); got {decay!r}.")
+    if not (max_gain >= 1 and math.isfinite(max_gain)):
+        raise ValueError(f"rmsprop max_gain must be finite and ≥ 1; got {max_gain!r}.")
+
+    def init(w0, loss_and_grad=None, hyper=None):
+        return RMSpropState(w0, torch.zeros_like(w0), torch.zeros(w0.shape[0], dtype=w0.dtype, device=w0.device))
+
+    def precond(state: RMSpropState) -> torch.Tensor:
+        corr = (1.0 - decay ** state.k).clamp_min(1e-30).unsqueeze(-1)
+        s = (state.v / corr).sqrt()
+        top = s.amax(-1, keepdim=True)
+        G = top / torch.maximum(s, top / max_gain)
+        return torch.where(top > 0, G, torch.ones_like(G))
+
+    def step(state: RMSpropState, loss_and_grad, noise, hyper: Hyper):
+        loss, grad = loss_and_grad(state.w)
+        v, k = state.v, state.k
+        if hyper.adapt:
+            v = decay * v + (1.0 - decay) * (grad * hyper.nbeta).square()
+            k = k + 1
+        G = precond(RMSpropState(state.w, v, k))
+        eps = hyper.step_size
+        w = state.w + (0.5 * eps) * G * _drift(state.w, grad, hyper) + (eps * G).sqrt() * noise
+        return RMSpropState(w, v, k), loss, None
+
+    return Kernel("rmsprop_sgld", init, step, preconditioner=precond)
+
+
+# --- SGNHT -----------------------------------------------------------------------------------------
+
+class SGNHTState(NamedTuple):
+    """SGNHT state: parameters, momentum (in parameter units per step) and the thermostat α."""
+
+    w: torch.Tensor
+    p: torch.Tensor
+    alpha: torch.Tensor
+
+
+def sgnht(friction: float = 0.1) -> Kernel:
+    """Stochastic-gradient Nosé–Hoover thermostat (Ding et al. 2014), in momentum form.
+
+    With η = ε/2 and diffusion a = ``friction`` (0 < a ≤ 1):
+
+        p ← (1 − α)·p + η·(−nβ·∇L_B(w) − γ·(w − w*)) + √(2aη)·ξ,
+        w ← w + p,
+        α ← α + (‖p‖²/d − η),
+
+    α starting at a. The thermostat α adapts the friction until the kinetic energy per
+    coordinate is η (the value at the target), which absorbs unknown minibatch gradient noise.
+    At a = α = 1 the update is SGLD with step ε; smaller a gives momentum that travels further
+    along flat directions per gradient evaluation.
+
+    Example:
+        >>> sgnht(0.05).name
+        'sgnht'
+    """
+    if not (0.0 < friction <= 1.0):
+        raise ValueError(f"sgnht friction must lie in (0, 1]; got {friction!r}.")
+
+    def init(w0, loss_and_grad=None, hyper=None):
+        return SGNHTState(w0, torch.zeros_like(w0), torch.full((w0.shape[0],), friction, dtype=w0.dtype, device=w0.device))
+
+    def step(state: SGNHTState, loss_and_grad, noise, hyper: Hyper):
+        loss, grad = loss_and_grad(state.w)
+        eta = 0.5 * hyper.step_size
+        p = (1.0 - state.alpha).unsqueeze(-1) * state.p + eta * _drift(state.w, grad, hyper) \
+            + math.sqrt(2.0 * friction * eta) * noise
+        w = state.w + p
+        alpha = state.alpha + (p.square().mean(-1) - eta)
+        return SGNHTState(w, p, alpha), loss, None
+
+    return Kernel("sgnht", init, step)
+
+
+# --- MALA ------------------------------------------------------------------------------------------
+
+class MALAState(NamedTuple):
+    """MALA state: parameters with the full-batch loss and gradient there (cached)."""
+
+    w: torch.Tensor
+    loss: torch.Tensor
+    grad: torch.Tensor
+
+
+def _mala_init(w0, loss_and_grad, hyper=None) -> MALAState:
+    loss, grad = loss_and_grad(w0)
+    return MALAState(w0, loss, grad)
+
+
+def _mala_step(state: MALAState, loss_and_grad, noise, hyper: Hyper):
+    """Metropolis-adjusted Langevin (Roberts & Tweedie 1996): an SGLD proposal, accepted with
+    probability min(1, p(w')q(w|w') / (p(w)q(w'|w))). Exact for the localised posterior at any ε
+    (full batch); one loss-and-gradient evaluation per step. The last noise column is the
+    accept/reject variate (u = Φ(z))."""
+    eps = hyper.step_size
+    z, u = noise[:, :-1], noise[:, -1]
+    w_new = state.w + (0.5 * eps) * _drift(state.w, state.grad, hyper) + math.sqrt(eps) * z
+    loss_new, grad_new = loss_and_grad(w_new)
+    log_a = langevin_log_accept(state.w, state.loss, state.grad, w_new, loss_new, grad_new, hyper)
+    take = torch.special.log_ndtr(u) < log_a
+    m = take.unsqueeze(-1)
+    new = MALAState(torch.where(m, w_new, state.w), torch.where(take, loss_new, state.loss),
+                    torch.where(m, grad_new, state.grad))
+    return new, state.loss, log_a.clamp(max=0.0).exp()
+
+
+MALA = Kernel("mala", _mala_init, _mala_step, extra_noise=1, full_batch=True)
+
+KERNELS: dict[str, Kernel] = {"sgld": SGLD, "rmsprop_sgld": rmsprop_sgld(), "sgnht": sgnht(), "mala": MALA}
+
+
+def get_kernel(sampler: Union[str, Kernel]) -> Kernel:
+    """Look a kernel up by name (or pass a :class:`Kernel` through), with a clear error."""
+    if isinstance(sampler, Kernel):
+        return sampler
     try:
-        return KERNELS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(KERNELS)}.") from None
+        return KERNELS[sampler]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown sampler {sampler!r}; choose one of {sorted(KERNELS)}, or pass a Kernel built by "
+            "slt_basins.samplers.rmsprop_sgld(...) / sgnht(...)."
+        ) from None

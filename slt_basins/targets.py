@@ -90,8 +90,8 @@ class ModelTarget:
             return spec.check_scalar(spec.mean(fm.forward(w, xb), yb))
 
         self._loss_one = loss_one
-        in_dims = (0, None, None) if self.batch_size is None else (0, 0, 0)
-        self._loss_vmap = vmap(loss_one, in_dims=in_dims)
+        self._loss_vmap_full = vmap(loss_one, in_dims=(0, None, None))
+        self._loss_vmap = vmap(loss_one, in_dims=(0, 0, 0))
         self._loss_vmap_star = vmap(loss_one, in_dims=(None, 0, 0))
         self.vectorized = vectorize
         self._init_stats()
@@ -155,13 +155,15 @@ class ModelTarget:
     def _losses(self, w: torch.Tensor, batch: Optional[torch.Tensor]) -> torch.Tensor:
         if self.vectorized:
             if batch is None:
-                return self._loss_vmap(w, self.x, self.y)
+                return self._loss_vmap_full(w, self.x, self.y)
             return self._loss_vmap(w, self.x[batch], self.y[batch])
         if batch is None:
             return torch.stack([self._loss_one(w[c], self.x, self.y) for c in range(w.shape[0])])
         return torch.stack([self._loss_one(w[c], self.x[b], self.y[b]) for c, b in enumerate(batch)])
 
     def loss_and_grad(self, w: torch.Tensor, batch: Optional[torch.Tensor]):
+        """``(L_B(w), ∇L_B(w))`` per chain; ``batch`` is ``(chains, b)`` example indices, or None
+        for the full data (whatever the target's own batch size)."""
         # The vmapped forward is differentiated by ordinary autograd: chains are independent, so
         # the gradient of the summed losses is each chain's own gradient. This is several times
         # faster than vmap(grad(...)) on small models and equal on large ones.
