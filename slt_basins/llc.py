@@ -191,7 +191,7 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
         warnings.warn(f"MALA accepted {acc:.1%} of its proposals on average: the chains barely move, so "
                       f"the draws are strongly correlated. Lower step_size (now {eps:g}); an acceptance "
                       "of 0.5–0.8 mixes best.", LLCWarning, stacklevel=3)
-    elif acc is not None and langevin and acc < 0.5:
+    elif acc is not None and langevin and acc < 0.7:
         warnings.warn(f"MALA would accept only {acc:.1%} of this sampler's proposals at the chains' final "
                       f"positions: the step size (now {eps:g}) is large enough for a visible discretisation "
                       "bias in λ̂. Lower step_size, or check with sampler='mala' on a small problem.",
