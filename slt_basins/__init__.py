@@ -14,6 +14,7 @@ from .curvature import (
     top_eigenvalues,
 )
 from .llc import LLCWarning, SamplerDivergedError, default_nbeta, estimate_llc, estimate_llc_potential
+from .multitemperature import MultiTemperatureResult, estimate_llc_multitemperature, estimate_llc_multitemperature_potential, fit_multitemperature
 from .result import LLCResult
 from .targets import VmapFallbackWarning
 
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "estimate_llc",
     "estimate_llc_potential",
+    "estimate_llc_multitemperature", "estimate_llc_multitemperature_potential", "fit_multitemperature", "MultiTemperatureResult",
     "compare_measures",
     "default_nbeta",
     "LLCResult",

@@ -1,0 +1,737 @@
+"""Multi-temperature LLC: fit λ̂(nβ) across a sweep of nβ and extrapolate the multiplicity bias away.
+
+At a single inverse temperature t = nβ the LLC estimator measures t·E_t[L − L*], which for a
+singularity with learning coefficient λ and multiplicity m is (``rlct-truth.md`` §7 item 2)
+
+    t·E_t[L − L*] = λ − (m − 1)/log t + O(1/log² t),
+
+always below λ when m > 1 (the crossing valley w1²w2², λ = 1/2, m = 2, gives 0.39 at t = 10³). The
+bias decays only like 1/log t, so more draws at one t never remove it. Estimating λ̂(t) at several t
+and fitting the law above separates λ from (m − 1) (§7 item 9a; Wei et al. 2022 regress
+E_β[nL_n] on 1/β over a narrow range around β = 1/log n, which assumes m = 1).
+
+* :func:`fit_multitemperature`: the pure fitting core (weighted least squares on given λ̂(t) ± s.e.).
+* :func:`estimate_llc_multitemperature`: a model and its data; runs :func:`~slt_basins.estimate_llc`
+  at each nβ, fits, and reports the local WBIC at β = 1/log n.
+* :func:`estimate_llc_multitemperature_potential`: a loss K(w) given directly (toys), via
+  :func:`~slt_basins.estimate_llc_potential`.
+
+The fit models, in x = 1/(log t + c) with c = ``log_offset`` (0 by default, the law above):
+
+* ``"constant"``:      y = λ                      (m = 1; regular or homogeneous singularities);
+* ``"multiplicity"``:  y = λ − (m − 1)·x;
+* ``"quadratic"``:     y = λ − (m − 1)·x + ν·x²   (keeps the O(1/log² t) term).
+
+Why the quadratic term matters. Z(t) ≍ t^{−λ}P(log t) with P a polynomial of degree m − 1, so
+t·E_t[K] = λ − P'(ℓ)/P(ℓ) = λ − Σ_i 1/(ℓ − r_i), ℓ = log t. For m = 2 this is λ − 1/(ℓ + c) exactly
+(up to the next pole), e.g. c = γ_E + 2 log 2 for w1²w2² on [−1, 1]²; c absorbs the scale of K and of
+the prior (K → aK shifts c by log a), so it is not known in general. Expanding 1/(ℓ + c) in 1/ℓ
+gives the quadratic model with ν = (m − 1)c. On the exact finite-t values of w1²w2² (λ = 1/2) over
+t = 10²…10⁴ the linear model gives λ = 0.472, m = 1.58, the quadratic λ = 0.494, m = 1.86; for
+w1²w2²w3² (m = 3) 0.425/1.93 and 0.484/2.69. Fitting c itself (y = λ − (m−1)/(ℓ + c)) is exact for
+m = 2 but overshoots for m = 3 (λ = 0.52) and its λ has ~10× the standard error of the quadratic
+fit, so it is not offered; pass ``log_offset=c`` when c is known (then the linear model is exact for
+m = 2). Integer m is not imposed: with c unknown, an m = 3 law fits the m = 2 data to a residual of
+~10⁻³ (below realistic MCSEs) with λ = 0.55, so an integer constraint would choose m by noise.
+
+The ``"auto"`` rule. Fit the linear model; if its slope m − 1 is not positive at ≥ ``threshold``
+(default 3) standard errors, use the constant model (report no multiplicity). Otherwise use the linear
+model, or the quadratic one when there are ≥ 4 temperatures and it lowers χ² by more than 2 (Akaike:
+the extra term pays for its parameter). The first step is conservative because declaring m > 1 moves
+λ; the second is a bias–variance choice between two models that both assume m > 1, where the
+quadratic term is generically present, and in simulations on the exact crossing-valley values with
+Gaussian noise this rule's RMSE was within ~0.01 of the better of the two fixed choices at every
+noise level and sweep tried (the 3-s.e. test for ν was worse).
+
+Error bars. Weighted least squares with weights 1/MCSE²; the parameter covariance is (XᵀWX)⁻¹,
+multiplied by χ²/dof when that exceeds 1 (Birge ratio: the scatter is larger than the MCSEs claim,
+e.g. from a missing term or underestimated MCSEs). The standard errors are statistical only: they do
+not include the bias of the chosen model (the neglected O(1/log³ t) term, or O(1/log² t) for the
+linear fit), nor biases that every temperature shares (step size, localisation, minibatch noise).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .data import as_tensors
+from .llc import LLCWarning, SamplerDivergedError, default_nbeta, estimate_llc, estimate_llc_potential
+from .result import LLCResult
+
+__all__ = [
+    "fit_multitemperature",
+    "MultiTemperatureFit",
+    "MultiTemperatureResult",
+    "estimate_llc_multitemperature",
+    "estimate_llc_multitemperature_potential",
+]
+
+FITS = ("constant", "multiplicity", "quadratic")
+_NPARAMS = {"constant": 1, "multiplicity": 2, "quadratic": 3}
+_AIC_GAIN = 2.0  # χ² drop needed to add the 1/log² t term (one parameter, Akaike)
+_POOR_FIT_P = 1e-3
+
+
+# --------------------------------------------------------------------------------------------------
+# the fitting core (pure: no sampling)
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class MultiTemperatureFit:
+    """A weighted least-squares fit of λ̂(t) = t·E_t[L − L*] against x = 1/(log t + c).
+
+    Attributes:
+        fit: the model used, ``"constant"``, ``"multiplicity"`` or ``"quadratic"``.
+        llc, llc_se: the t → ∞ limit λ and its standard error (inflated by √(χ²/dof) when > 1).
+        multiplicity, multiplicity_se: m = 1 + slope and its s.e.; None for the constant fit (m = 1
+            is then assumed, not estimated).
+        coef: (λ, m − 1[, ν]) in y = λ − (m − 1)·x + ν·x².
+        cov: their covariance (inflated as above).
+        chi2, dof, p_value: goodness of fit of the chosen model (p_value None when dof = 0).
+        se_scale: the inflation factor max(1, √(χ²/dof)) applied to the standard errors.
+        log_offset: c.
+        nbeta, llc_values, se_values: the inputs, sorted by nβ.
+        candidates: every model that could be fitted, one row each (λ, s.e., m, s.e., χ², dof,
+            p-value, AIC = χ² + 2·parameters, slope z-score, chosen).
+        notes: the warnings issued, for the record.
+    """
+
+    fit: str
+    llc: float
+    llc_se: float
+    multiplicity: Optional[float]
+    multiplicity_se: Optional[float]
+    coef: np.ndarray
+    cov: np.ndarray
+    chi2: float
+    dof: int
+    p_value: Optional[float]
+    se_scale: float
+    log_offset: float
+    nbeta: np.ndarray
+    llc_values: np.ndarray
+    se_values: np.ndarray
+    candidates: pd.DataFrame
+    notes: list = field(default_factory=list)
+
+    def predict(self, nbeta) -> np.ndarray:
+        """The fitted λ̂(t) at the given nβ (> e^{−c})."""
+        t = np.atleast_1d(np.asarray(nbeta, dtype=float))
+        return _design(self.fit, _x(t, self.log_offset)) @ self.coef
+
+    def predict_x(self, x) -> np.ndarray:
+        """The fitted curve as a function of x = 1/(log t + c) (x = 0 is t = ∞, where it equals λ)."""
+        return _design(self.fit, np.atleast_1d(np.asarray(x, dtype=float))) @ self.coef
+
+
+def _x(t: np.ndarray, c: float) -> np.ndarray:
+    return 1.0 / (np.log(t) + c)
+
+
+def _design(fit: str, x: np.ndarray) -> np.ndarray:
+    cols = [np.ones_like(x), -x, x * x][: _NPARAMS[fit]]
+    return np.stack(cols, axis=1)
+
+
+def _wls(X: np.ndarray, y: np.ndarray, se: np.ndarray):
+    """Weighted least squares: (coef, raw covariance, χ²). Raises on a singular design."""
+    A = X / se[:, None]
+    b = y / se
+    AtA = A.T @ A
+    if np.linalg.cond(AtA) > 1e14:
+        raise ValueError("the temperatures are too close together to fit this model (singular design); "
+                         "spread nbetas over at least one decade.")
+    cov = np.linalg.inv(AtA)
+    coef = cov @ (A.T @ b)
+    chi2 = float(((A @ coef - b) ** 2).sum())
+    return coef, cov, chi2
+
+
+def _fit_one(fit: str, x: np.ndarray, y: np.ndarray, se: np.ndarray) -> dict:
+    k = _NPARAMS[fit]
+    coef, cov, chi2 = _wls(_design(fit, x), y, se)
+    dof = len(y) - k
+    scale = max(1.0, math.sqrt(chi2 / dof)) if dof > 0 else 1.0
+    cov = cov * scale ** 2
+    sd = np.sqrt(np.diag(cov))
+    row = dict(fit=fit, llc=float(coef[0]), llc_se=float(sd[0]),
+               multiplicity=float(1 + coef[1]) if k > 1 else None,
+               multiplicity_se=float(sd[1]) if k > 1 else None,
+               chi2=chi2, dof=dof, p_value=float(stats.chi2.sf(chi2, dof)) if dof > 0 else None,
+               aic=chi2 + 2 * k, se_scale=scale,
+               slope_z=float(coef[1] / sd[1]) if k > 1 and sd[1] > 0 else None)
+    return dict(row=row, coef=coef, cov=cov)
+
+
+def _as_1d(name: str, v) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a sequence of numbers; got {v!r}.") from None
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional; got shape {a.shape}.")
+    return a
+
+
+def _check_nbetas(nbetas, log_offset: float = 0.0) -> np.ndarray:
+    """Validate a sweep: ≥ 2 distinct finite values with log nβ + c > 0; returned as given (unsorted)."""
+    if nbetas is None or isinstance(nbetas, (str, bytes)) or np.ndim(nbetas) == 0:
+        raise ValueError(f"nbetas must be a sequence of at least 2 inverse temperatures nβ; got {nbetas!r}.")
+    t = _as_1d("nbetas", nbetas)
+    if len(t) < 2:
+        raise ValueError(f"nbetas needs at least 2 values (5 recommended, over 1–2 decades); got {len(t)}.")
+    if not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise ValueError(f"every nβ must be finite and > 0; got {t.tolist()}.")
+    if np.any(np.log(t) + log_offset <= 0):
+        raise ValueError(f"every nβ must exceed e^(−log_offset) = {math.exp(-log_offset):.4g} (the fit uses "
+                         f"1/(log nβ + log_offset)); got {t.tolist()}. Use nβ ≳ 10.")
+    s = np.sort(t)
+    dup = np.isclose(s[1:], s[:-1], rtol=1e-9, atol=0)
+    if dup.any():
+        raise ValueError(f"nbetas contains duplicate values {sorted(set(s[1:][dup].tolist()))}: each temperature "
+                         "must be distinct (raise num_draws or num_chains to sample one temperature longer).")
+    return t
+
+
+def fit_multitemperature(
+    nbeta: Sequence[float],
+    llc: Sequence[float],
+    se: Sequence[float],
+    fit: str = "auto",
+    *,
+    log_offset: float = 0.0,
+    threshold: float = 3.0,
+) -> MultiTemperatureFit:
+    """Fit single-temperature LLC estimates λ̂(t) ± se(t), t = nβ, and extrapolate to t → ∞.
+
+    Pure function (no sampling): the fitting core shared by :func:`estimate_llc_multitemperature`
+    and :func:`estimate_llc_multitemperature_potential`. Models, the ``"auto"`` rule and the error
+    bars are described in the module docstring; in short y = λ − (m − 1)·x + ν·x² with
+    x = 1/(log t + c), truncated to 1 (``"constant"``), 2 (``"multiplicity"``) or 3 (``"quadratic"``)
+    terms, by weighted least squares with weights 1/se².
+
+    Args:
+        nbeta: the inverse temperatures t = nβ (≥ 2 distinct values, each > e^{−c}).
+        llc: λ̂(t), dimensionless (each the LLC estimate at that t).
+        se: their standard errors (MCSEs), > 0. Assumed independent across temperatures.
+        fit: ``"auto"``, ``"constant"``, ``"multiplicity"`` or ``"quadratic"``.
+        log_offset: c in x = 1/(log t + c); 0 is the asymptotic law of rlct-truth.md §7 item 2. Pass
+            a known c (γ_E + 2 log 2 ≈ 1.963 for w1²w2² under a uniform prior on [−1, 1]²) to make the
+            linear model exact for m = 2.
+        threshold: z-score the slope m − 1 must reach for ``"auto"`` to report multiplicity.
+
+    Returns:
+        :class:`MultiTemperatureFit`.
+
+    Warns:
+        LLCWarning: fewer than 3 temperatures; the chosen fit has no residual degrees of freedom;
+        a poor fit (χ² p-value < 1e-3; the s.e. is then inflated); λ̂ decreasing with t (not a
+        multiplicity effect).
+
+    Raises:
+        ValueError: bad inputs (with what to change), or a model needing more temperatures.
+
+    Example:
+        >>> t = [1e2, 1e3, 1e4, 1e5, 1e6]                 # exact t·E_t[w1²w2²] on [−1, 1]² (§7)
+        >>> y = [0.3478, 0.3873, 0.4105, 0.4258, 0.4366]
+        >>> f = fit_multitemperature(t, y, [1e-3] * 5, log_offset=0.5772 + 2 * math.log(2))
+        >>> f.fit, round(f.llc, 3), round(f.multiplicity, 2)
+        ('multiplicity', 0.5, 2.0)
+    """
+    if fit not in ("auto",) + FITS:
+        raise ValueError(f"fit must be one of 'auto', 'constant', 'multiplicity', 'quadratic'; got {fit!r}.")
+    try:
+        c = float(log_offset)
+    except (TypeError, ValueError):
+        raise TypeError(f"log_offset must be a number; got {log_offset!r}.") from None
+    if not math.isfinite(c):
+        raise ValueError(f"log_offset must be finite; got {log_offset!r}.")
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a positive number of standard errors; got {threshold!r}.")
+    t = _check_nbetas(nbeta, c)
+    y = _as_1d("llc", llc)
+    s = _as_1d("se", se)
+    if not (len(y) == len(s) == len(t)):
+        raise ValueError(f"nbeta, llc and se must have the same length; got {len(t)}, {len(y)}, {len(s)}.")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"llc values must be finite; got {y.tolist()} (drop temperatures whose estimate failed).")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"standard errors must be finite and > 0; got {s.tolist()}.")
+    order = np.argsort(t)
+    t, y, s = t[order], y[order], s[order]
+    x = _x(t, c)
+    k = len(t)
+    if fit != "auto" and k < _NPARAMS[fit]:
+        raise ValueError(f"the {fit!r} fit has {_NPARAMS[fit]} parameters and needs at least that many "
+                         f"temperatures; got {k}. Add temperatures or use a simpler fit.")
+    fits = {name: _fit_one(name, x, y, s) for name in FITS if k >= _NPARAMS[name]}
+    notes: list[str] = []
+    if fit == "auto":
+        lin = fits["multiplicity"]["row"]
+        z = lin["slope_z"] if lin["slope_z"] is not None else 0.0
+        chosen = "constant"
+        if z >= threshold:
+            chosen = "multiplicity"
+            if "quadratic" in fits and fits["quadratic"]["row"]["dof"] >= 1 and \
+                    lin["chi2"] - fits["quadratic"]["row"]["chi2"] > _AIC_GAIN:
+                chosen = "quadratic"
+        elif z <= -threshold:
+            notes.append(f"λ̂ decreases with nβ (slope z = {z:.1f}): multiplicity only lowers λ̂ at small nβ, so this "
+                         "trend is another bias. Suspects: step size (keep ε·nβ fixed across the sweep), "
+                         "minibatch noise growing with nβ, poor mixing at small nβ, or w* not a local minimum. "
+                         "The constant fit is reported; treat it with caution.")
+    else:
+        chosen = fit
+    sel = fits[chosen]
+    row = sel["row"]
+    if k < 3:
+        notes.append(f"only {k} temperatures: the fit cannot check itself (no spare degrees of freedom for a "
+                     "goodness-of-fit test of the multiplicity law). Use ≥ 3, preferably 5, over 1–2 decades.")
+    if row["dof"] == 0:
+        notes.append(f"the {chosen!r} fit has as many parameters as temperatures (no residual degrees of "
+                     "freedom): its error bar rests on the MCSEs alone and the model is not tested.")
+    elif row["p_value"] is not None and row["p_value"] < _POOR_FIT_P:
+        notes.append(f"the {chosen!r} fit is poor (χ² = {row['chi2']:.3g} on {row['dof']} dof, p = {row['p_value']:.2g}): "
+                     f"λ̂(nβ) does not follow the model within its MCSEs. The standard errors are inflated by "
+                     f"√(χ²/dof) = {row['se_scale']:.3g}. Other biases that vary with nβ (step size, localisation, "
+                     "minibatch noise, unconverged chains at large nβ) or underestimated MCSEs are likely; see the "
+                     "residual_z column of the table.")
+    for msg in notes:
+        warnings.warn(msg, LLCWarning, stacklevel=2)
+    vals = [row["llc"], row["llc_se"]] + ([row["multiplicity"], row["multiplicity_se"]] if row["multiplicity"] is not None else [])
+    if not all(math.isfinite(v) for v in vals):  # cannot happen for a non-singular design; guard anyway
+        raise ValueError(f"the {chosen!r} fit produced non-finite values {vals}; spread nbetas further.")
+    cand = pd.DataFrame([f["row"] for f in fits.values()]).set_index("fit")
+    cand["chosen"] = cand.index == chosen
+    return MultiTemperatureFit(
+        fit=chosen, llc=row["llc"], llc_se=row["llc_se"], multiplicity=row["multiplicity"],
+        multiplicity_se=row["multiplicity_se"], coef=sel["coef"], cov=sel["cov"], chi2=row["chi2"], dof=row["dof"],
+        p_value=row["p_value"], se_scale=row["se_scale"], log_offset=c, nbeta=t, llc_values=y, se_values=s,
+        candidates=cand, notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# the result
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class MultiTemperatureResult:
+    """Outcome of :func:`estimate_llc_multitemperature` or :func:`estimate_llc_multitemperature_potential`.
+
+    Attributes:
+        llc: the extrapolated learning coefficient λ (dimensionless), t → ∞ limit of the chosen fit.
+        llc_se: its standard error (statistical only; see :func:`fit_multitemperature`).
+        multiplicity, multiplicity_se: m and its s.e., or None when the constant fit was used (no
+            significant multiplicity bias; m = 1 is then assumed).
+        fit: ``"constant"``, ``"multiplicity"`` or ``"quadratic"``.
+        table: one row per temperature: nbeta, llc_mean, mcse, r_hat, ess, diverged (number of
+            diverged chains), step_size, num_draws, num_burnin, seed, wall_s, warnings (count),
+            used (in the fit), fitted, residual_z ((λ̂ − fitted)/MCSE), wbic_point. A temperature where
+            every chain diverged has used = False and NaN llc_mean/mcse (with a warning).
+        results: the per-temperature :class:`~slt_basins.LLCResult` (None where every chain diverged),
+            in the order of ``table``.
+        wbic, wbic_se: n·E_β[L_n(w)] at β = 1/log n (nβ = n/log n), in loss units (= n·L_n(w*) +
+            λ̂(n/log n)·log n), and its Monte Carlo s.e.; None without an n. It is Watanabe's (2013)
+            WBIC only when the loss is the per-example negative log-likelihood (for ``"mse"`` it is
+            not; a Gaussian NLL is MSE/(2σ²) + const), and it is local: the posterior is localised
+            at w* (strength γ), not the global Bayes posterior.
+        wbic_nbeta: n/log n, or None.
+        n: the number of training examples (None for a potential without ``n``).
+        details: the :class:`MultiTemperatureFit` (coefficients, covariance, χ², candidate fits).
+        config: settings of the sweep (reference nβ, step-size scaling, log_offset, ...).
+    """
+
+    llc: float
+    llc_se: float
+    multiplicity: Optional[float]
+    multiplicity_se: Optional[float]
+    fit: str
+    table: pd.DataFrame
+    results: list
+    wbic: Optional[float]
+    wbic_se: Optional[float]
+    wbic_nbeta: Optional[float]
+    n: Optional[int]
+    details: MultiTemperatureFit
+    config: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        s = f"LLC = {self.llc:.4g} ± {self.llc_se:.2g} ({self.fit} fit over {int(self.table['used'].sum())} temperatures"
+        if self.multiplicity is not None:
+            s += f"; m = {self.multiplicity:.3g} ± {self.multiplicity_se:.2g}"
+        if self.details.p_value is not None:
+            s += f"; χ²/dof = {self.details.chi2:.3g}/{self.details.dof}, p = {self.details.p_value:.2g}"
+        s += ")"
+        if self.wbic is not None:
+            s += f"; WBIC = {self.wbic:.6g} ± {self.wbic_se:.2g} at nβ = n/log n = {self.wbic_nbeta:.4g}"
+        return s
+
+    def __repr__(self) -> str:
+        return f"MultiTemperatureResult({self})"
+
+    def summary(self) -> pd.DataFrame:
+        """Every candidate fit (rows): λ, s.e., m, s.e., χ², dof, p-value, AIC, slope z, chosen."""
+        return self.details.candidates.copy()
+
+    def plot(self, figsize=(10, 3.8)):
+        """A matplotlib Figure (not shown): λ̂(t) ± MCSE against nβ with the fitted curve (left), and
+        against 1/(log nβ + c) with the extrapolation to x = 0, i.e. t = ∞, where it meets λ (right)."""
+        from matplotlib.figure import Figure
+
+        d = self.details
+        fig = Figure(figsize=figsize, layout="constrained")
+        ax1, ax2 = fig.subplots(1, 2)
+        used = self.table[self.table["used"]]
+        label = f"{self.fit} fit: λ = {self.llc:.3g} ± {self.llc_se:.2g}"
+        if self.multiplicity is not None:
+            label += f", m = {self.multiplicity:.2g} ± {self.multiplicity_se:.2g}"
+        tt = np.geomspace(d.nbeta.min() / 1.5, d.nbeta.max() * 1.5, 200)
+        ax1.errorbar(used["nbeta"], used["llc_mean"], yerr=used["mcse"], fmt="o", capsize=3, label="λ̂(nβ) ± MCSE")
+        ax1.plot(tt, d.predict(tt), "-", label=label)
+        ax1.axhspan(self.llc - self.llc_se, self.llc + self.llc_se, color="C1", alpha=0.15)
+        ax1.axhline(self.llc, color="C1", ls="--", lw=1)
+        if self.wbic_nbeta is not None:
+            ax1.axvline(self.wbic_nbeta, color="gray", ls=":", lw=1, label="n/log n (WBIC)")
+        ax1.set_xscale("log")
+        ax1.set_xlabel("nβ")
+        ax1.set_ylabel("λ̂ = nβ·(E[L] − L(w*))")
+        ax1.set_title("single-temperature estimates")
+        ax1.legend(fontsize=7, loc="best")
+        x = _x(used["nbeta"].to_numpy(), d.log_offset)
+        xx = np.linspace(0.0, x.max() * 1.05, 200)
+        ax2.errorbar(x, used["llc_mean"], yerr=used["mcse"], fmt="o", capsize=3)
+        ax2.plot(xx, d.predict_x(xx), "-")
+        ax2.errorbar([0.0], [self.llc], yerr=[self.llc_se], fmt="s", color="C1", capsize=3, label="λ (t = ∞)")
+        ax2.set_xlabel("x = 1/(log nβ + c)" if d.log_offset else "x = 1/log nβ")
+        ax2.set_title("extrapolation to t = ∞")
+        ax2.legend(fontsize=7, loc="best")
+        return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# the sweep (shared by the model and potential versions)
+# --------------------------------------------------------------------------------------------------
+_PER_TEMPERATURE = ("step_size", "num_draws", "num_burnin")
+
+
+def _per_temperature(name: str, value, k: int) -> Optional[list]:
+    """A sequence of length k for per-temperature values, or None for a scalar."""
+    if isinstance(value, (list, tuple, np.ndarray, torch.Tensor)):
+        vals = list(np.asarray(value).tolist())
+        if len(vals) != k:
+            raise ValueError(f"{name} given per temperature must have one value per nβ ({k}); got {len(vals)}.")
+        return vals
+    return None
+
+
+def _temperature_seed(seed, nbeta: float) -> int:
+    """A seed for one temperature, derived from (seed, nβ): its draws do not depend on the rest of the sweep."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer ≥ 0; got {seed!r}.")
+    bits = int(np.float64(nbeta).view(np.uint64))
+    ss = np.random.SeedSequence([int(seed), bits & 0xFFFFFFFF, bits >> 32, 0x6D74])
+    return int(ss.generate_state(1, dtype=np.uint32)[0])
+
+
+def _sweep(call: Callable[..., LLCResult], nbetas, *, n: Optional[int], wbic: bool, settings: dict,
+           step_size_scaling: str, reference_nbeta: Optional[float], fit: str, log_offset: float,
+           threshold: float, localization: Optional[float], kind: str) -> MultiTemperatureResult:
+    if step_size_scaling not in ("inverse", "none"):
+        raise ValueError(f"step_size_scaling must be 'inverse' (ε ∝ 1/nβ) or 'none'; got {step_size_scaling!r}.")
+    if fit not in ("auto",) + FITS:
+        raise ValueError(f"fit must be one of 'auto', 'constant', 'multiplicity', 'quadratic'; got {fit!r}.")
+    t_user = _check_nbetas(nbetas, float(log_offset))
+    k = len(t_user)
+    per = {name: _per_temperature(name, settings[name], k) for name in _PER_TEMPERATURE}
+    if per["step_size"] is None and (isinstance(settings["step_size"], bool)
+                                     or not isinstance(settings["step_size"], (int, float, np.integer, np.floating))):
+        raise TypeError(f"step_size must be a number or one number per nβ; got {settings['step_size']!r}.")
+    if reference_nbeta is None:
+        t_ref = float(np.exp(np.log(t_user).mean()))
+    else:
+        t_ref = float(reference_nbeta)
+        if not (math.isfinite(t_ref) and t_ref > 0):
+            raise ValueError(f"reference_nbeta must be finite and > 0; got {reference_nbeta!r}.")
+    t_wbic = default_nbeta(n) if (wbic and n is not None) else None
+    rows = [dict(nbeta=float(t), **{name: (per[name][i] if per[name] is not None else None) for name in _PER_TEMPERATURE})
+            for i, t in enumerate(t_user)]
+    if t_wbic is not None and not np.any(np.isclose(t_user, t_wbic, rtol=1e-9, atol=0)):
+        if any(v is not None for v in per.values()):
+            raise ValueError(f"the WBIC temperature n/log n = {t_wbic:.6g} is not in nbetas, and step_size/num_draws/"
+                             "num_burnin are given per temperature, so its settings are undefined: include n/log n "
+                             "in nbetas (with its settings) or pass wbic=False.")
+        rows.append(dict(nbeta=t_wbic, step_size=None, num_draws=None, num_burnin=None))
+    rows.sort(key=lambda r: r["nbeta"])
+    results: list[Optional[LLCResult]] = []
+    table_rows = []
+    for r in rows:
+        t = r["nbeta"]
+        eps = r["step_size"]
+        if eps is None:
+            eps = settings["step_size"] * (t_ref / t if step_size_scaling == "inverse" else 1.0)
+        s = dict(settings, step_size=float(eps),
+                 num_draws=r["num_draws"] if r["num_draws"] is not None else settings["num_draws"],
+                 num_burnin=r["num_burnin"] if r["num_burnin"] is not None else settings["num_burnin"],
+                 seed=_temperature_seed(settings["seed"], t))
+        for name in ("num_draws", "num_burnin"):
+            if isinstance(s[name], float) and s[name].is_integer():
+                s[name] = int(s[name])
+        t0 = time.perf_counter()
+        res = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                res = call(t, **s)
+            except SamplerDivergedError as e:
+                failure = str(e)
+        for w in caught:  # re-issue each per-temperature warning, saying which temperature it is about
+            warnings.warn(f"at nβ = {t:.4g}: {w.message}", w.category, stacklevel=3)
+        if res is None:
+            warnings.warn(f"at nβ = {t:.4g} every chain diverged, so this temperature is left out of the fit: {failure}",
+                          LLCWarning, stacklevel=3)
+        results.append(res)
+        table_rows.append(dict(
+            nbeta=t, llc_mean=res.llc_mean if res else np.nan, mcse=res.mcse if res else np.nan,
+            r_hat=res.checks.get("r_hat") if res else None, ess=res.checks.get("ess_bulk") if res else None,
+            diverged=len(res.diverged) if res else s["num_chains"],
+            step_size=s["step_size"], num_draws=s["num_draws"], num_burnin=s["num_burnin"], seed=s["seed"],
+            wall_s=time.perf_counter() - t0, warnings=len(caught), used=res is not None,
+            wbic_point=t_wbic is not None and math.isclose(t, t_wbic, rel_tol=1e-9),
+        ))
+    table = pd.DataFrame(table_rows)
+    ok = table["used"].to_numpy()
+    if ok.sum() < 2:
+        raise SamplerDivergedError(f"only {int(ok.sum())} of {len(table)} temperatures gave an estimate (every chain "
+                                   "diverged at the others); a fit needs 2. Lower step_size or raise localization.")
+    zero = table["used"] & (table["mcse"] <= 0)
+    if zero.any():
+        raise ValueError(f"the MCSE is 0 at nβ = {table.loc[zero, 'nbeta'].tolist()} (constant traces): the chains "
+                         "do not move. Raise step_size.")
+    used = table[table["used"]]
+    details = fit_multitemperature(used["nbeta"], used["llc_mean"], used["mcse"], fit,
+                                   log_offset=log_offset, threshold=threshold)
+    table["fitted"] = details.predict(table["nbeta"].to_numpy())
+    table["residual_z"] = (table["llc_mean"] - table["fitted"]) / table["mcse"]
+    if details.fit != "constant" and localization and kind == "model":
+        warnings.warn(
+            f"multiplicity detected (m = {details.multiplicity:.3g} ± {details.multiplicity_se:.2g}). A rise of λ̂ "
+            f"with nβ can also come from localisation: a direction of curvature h contributes ½·nβh/(nβh + γ), "
+            f"which is low where nβ·h is not ≫ γ = {localization:g} (smallest nβ here {table['nbeta'].min():.4g}). "
+            "If in doubt, rerun with a smaller localization and check that m persists.", LLCWarning, stacklevel=3)
+    wbic_val = wbic_se = None
+    if t_wbic is not None:
+        i = int(np.flatnonzero(table["wbic_point"].to_numpy())[0])
+        r = results[i]
+        if r is None:
+            warnings.warn("the WBIC temperature n/log n failed (every chain diverged): wbic is None.",
+                          LLCWarning, stacklevel=3)
+        else:
+            wbic_val = float(n * r.init_loss + r.llc_mean * math.log(n))
+            wbic_se = float(r.mcse * math.log(n))
+            if not math.isfinite(wbic_val):
+                raise ValueError(f"the WBIC is not finite (L_n(w*) = {r.init_loss!r}); check the loss at w*.")
+    config = dict(kind=kind, reference_nbeta=t_ref, step_size_scaling=step_size_scaling, log_offset=float(log_offset),
+                  threshold=threshold, fit_requested=fit, settings={k_: v for k_, v in settings.items()
+                                                                    if k_ not in _PER_TEMPERATURE + ("seed",)},
+                  seed=settings["seed"])
+    return MultiTemperatureResult(
+        llc=details.llc, llc_se=details.llc_se, multiplicity=details.multiplicity,
+        multiplicity_se=details.multiplicity_se, fit=details.fit, table=table, results=results, wbic=wbic_val,
+        wbic_se=wbic_se, wbic_nbeta=t_wbic, n=n, details=details, config=config,
+    )
+
+
+def _defaults(fn) -> dict:
+    p = inspect.signature(fn).parameters
+    return {name: p[name].default for name in _PER_TEMPERATURE + ("seed", "num_chains")}
+
+
+def default_nbetas(n: int, num_temperatures: int = 5) -> np.ndarray:
+    """The default sweep: ``num_temperatures`` nβ spaced geometrically from n/log² n to n.
+
+    Its geometric centre is n/log n, the WBIC temperature (:func:`~slt_basins.default_nbeta`),
+    which is one of the points when ``num_temperatures`` is odd. The upper end nβ = n is the Bayes
+    posterior (β = 1); beyond it the sampled region K ≲ 1/nβ is smaller than the O(1/n) scale on
+    which the data noise of L_n matters, so λ̂ drifts toward the geometry of L_n itself. The span,
+    a factor log² n (21 at n = 100, 85 at n = 10⁴, 190 at n = 10⁶), i.e. about 1.3–2.3 decades,
+    gives the lever arm on 1/log nβ needed to separate λ from (m − 1)/log nβ.
+
+    >>> [round(float(v), 1) for v in default_nbetas(1000, 3)]
+    [21.0, 144.8, 1000.0]
+    """
+    if isinstance(num_temperatures, bool) or not isinstance(num_temperatures, (int, np.integer)) or num_temperatures < 2:
+        raise ValueError(f"num_temperatures must be an integer ≥ 2 (5 recommended); got {num_temperatures!r}.")
+    if n < 3:
+        raise ValueError(f"the default sweep needs n ≥ 3 training examples; got n = {n}. Pass nbetas explicitly.")
+    lo, hi = n / math.log(n) ** 2, float(n)
+    if lo <= 1.0:
+        raise ValueError(f"n = {n} is too small for the default sweep (n/log² n = {lo:.3g} ≤ 1); pass nbetas "
+                         "explicitly, all > 1.")
+    return np.geomspace(lo, hi, int(num_temperatures))
+
+
+_SWEEP_DOC = """
+    Step size. The stable step size scales like 1/(nβ·h + γ) (h the largest Hessian eigenvalue), so by
+    default (``step_size_scaling="inverse"``) temperature t runs with ε_t = ε·t_ref/t, where ε =
+    ``step_size`` is the value for the reference nβ t_ref (``reference_nbeta``; default the geometric
+    mean of ``nbetas``, which is n/log n for the default sweep). This keeps ε·nβ·h, hence the step-size
+    bias of λ̂ (rlct-truth.md §7 item 5) and the relative minibatch-noise inflation, the same at every
+    temperature, so they do not masquerade as a trend in nβ; and it keeps the number of steps per
+    relaxation time of the stiff directions fixed. It is exact for quadratic losses only: where the
+    curvature grows away from w* (w1²w2²: 2nβ·w2² along w1), chains at small nβ wander further and
+    meet stiffer regions, so the step-size bias is larger there (+8 % at nβ = 10 against +3 % at
+    nβ = 100 for w1²w2² with ε·nβ = 0.1, γ = 1); the chain-end stability warnings of each
+    temperature report it. In directions that are flat at w* (singular
+    valleys) the relaxation time is ~1/(ε_t·γ) steps, which grows ∝ t: pass ``num_draws`` and
+    ``num_burnin`` per temperature (sequences, e.g. ∝ nβ) when the large-nβ chains mix too slowly
+    (R-hat and ESS are in the table). ``step_size``, ``num_draws`` and ``num_burnin`` may each be
+    given as a sequence with one value per entry of ``nbetas`` (in the same order); a sequence
+    ``step_size`` is used as given. Temperature t uses its own seed, derived from (``seed``, t).
+
+    Assumptions: w* is a local minimum of the loss; the biases that do not follow the multiplicity
+    law (localisation: a direction of curvature h gives ½·nβh/(nβh + γ), low where nβh ≲ γ; step
+    size; minibatch noise) are small at every temperature, in particular at the smallest nβ.
+"""
+
+
+def _with_sweep_doc(fn):
+    fn.__doc__ = fn.__doc__.replace("    <<sweep>>\n", "\n" + _SWEEP_DOC.strip("\n") + "\n\n")
+    return fn
+
+
+@_with_sweep_doc
+def estimate_llc_multitemperature(
+    model: nn.Module,
+    data: Any,
+    loss: Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = "mse",
+    *,
+    nbetas: Optional[Sequence[float]] = None,
+    num_temperatures: int = 5,
+    fit: str = "auto",
+    log_offset: float = 0.0,
+    threshold: float = 3.0,
+    wbic: bool = True,
+    step_size_scaling: str = "inverse",
+    reference_nbeta: Optional[float] = None,
+    **kwargs,
+) -> MultiTemperatureResult:
+    """Estimate λ(w*) of ``model`` by fitting λ̂(nβ) over a sweep of nβ (rlct-truth.md §7 item 9a).
+
+    Runs :func:`~slt_basins.estimate_llc` at each nβ (each gives λ̂(t) = t·(E_t[L_n] − L_n(w*)) ±
+    MCSE), then fits λ̂(t) = λ − (m − 1)/log t [+ ν/log² t] by weighted least squares (see
+    :func:`fit_multitemperature` for the models, the ``"auto"`` rule and the error bars) and returns
+    the t → ∞ limit λ ± s.e., with m ± s.e. when the fit shows a significant multiplicity bias.
+    λ is dimensionless. Also reports the local WBIC n·E_β[L_n(w)] at β = 1/log n, in loss units.
+
+    Args:
+        model, data, loss: as in :func:`~slt_basins.estimate_llc`.
+        nbetas: the sweep of nβ (≥ 2 distinct values > 1, ideally 5 over 1–2 decades). Default
+            :func:`default_nbetas`: ``num_temperatures`` values geometric from n/log² n to n, centred on
+            n/log n.
+        num_temperatures: size of the default sweep (ignored when ``nbetas`` is given).
+        fit: ``"auto"``, ``"constant"`` (m = 1), ``"multiplicity"`` or ``"quadratic"``.
+        log_offset: c in the fit variable 1/(log nβ + c) (default 0).
+        threshold: slope z-score needed for ``"auto"`` to report m > 1.
+        wbic: report the WBIC; n/log n is added to the sweep when it is not already in it (and is
+            then also used in the fit).
+        step_size_scaling, reference_nbeta: see below.
+        **kwargs: passed to :func:`~slt_basins.estimate_llc` (num_chains, num_draws, num_burnin,
+            step_size, localization, seed, batch_size, sampler, progress, ...); not ``nbeta``.
+    <<sweep>>
+    Returns:
+        :class:`MultiTemperatureResult` (λ, s.e., m, per-temperature table and results, WBIC).
+
+    Raises:
+        ValueError: bad inputs (fewer than 2 nbetas, nβ ≤ 1, duplicates, ...), with what to change.
+        SamplerDivergedError: fewer than 2 temperatures gave an estimate.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(1000, 3); y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(1000)
+        >>> model = nn.Linear(3, 1)  # trained by least squares below
+        >>> sol = torch.linalg.lstsq(torch.cat([x, torch.ones(1000, 1)], 1), y[:, None]).solution
+        >>> with torch.no_grad(): _ = model.weight.copy_(sol[:3].T); _ = model.bias.copy_(sol[3])
+        >>> r = estimate_llc_multitemperature(model, (x, y), step_size=1e-3, localization=1.0,
+        ...                                   num_draws=400, num_burnin=100, progress=False)
+        >>> r.fit, 1.5 < r.llc < 2.5   # regular: λ = d/2 = 2, no multiplicity
+        ('constant', True)
+    """
+    if "nbeta" in kwargs:
+        raise TypeError("pass the sweep as nbetas=[...], not nbeta (that is estimate_llc's single temperature).")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+    if isinstance(data, DataLoader) and kwargs.get("batch_size") is None:
+        kwargs["batch_size"] = data.batch_size
+    x, y = as_tensors(data)  # read once; every temperature reuses the tensors
+    n = int(x.shape[0])
+    if nbetas is None:
+        nbetas = default_nbetas(n, num_temperatures)
+    settings = _defaults(estimate_llc)
+    settings.update({k_: kwargs.pop(k_) for k_ in list(kwargs) if k_ in settings})
+    loc = kwargs.get("localization", inspect.signature(estimate_llc).parameters["localization"].default)
+    return _sweep(lambda t, **s: estimate_llc(model, (x, y), loss, nbeta=t, **s, **kwargs), nbetas, n=n, wbic=wbic,
+                  settings=settings, step_size_scaling=step_size_scaling, reference_nbeta=reference_nbeta, fit=fit,
+                  log_offset=log_offset, threshold=threshold, localization=loc, kind="model")
+
+
+@_with_sweep_doc
+def estimate_llc_multitemperature_potential(
+    potential: Callable[[torch.Tensor], torch.Tensor],
+    w_star,
+    *,
+    nbetas: Sequence[float],
+    n: Optional[int] = None,
+    fit: str = "auto",
+    log_offset: float = 0.0,
+    threshold: float = 3.0,
+    step_size_scaling: str = "inverse",
+    reference_nbeta: Optional[float] = None,
+    **kwargs,
+) -> MultiTemperatureResult:
+    """Estimate λ of a loss K(w) at w* by fitting λ̂(nβ) = nβ·E[K − K(w*)] over a sweep of nβ.
+
+    The potential counterpart of :func:`estimate_llc_multitemperature`: runs
+    :func:`~slt_basins.estimate_llc_potential` at each nβ in ``nbetas`` and fits the multiplicity law
+    with :func:`fit_multitemperature`. There is no dataset, so no WBIC unless ``n`` is given (then
+    nβ = n/log n is added to the sweep if missing and wbic = n·K(w*) + λ̂(n/log n)·log n).
+
+    Args:
+        potential, w_star: as in :func:`~slt_basins.estimate_llc_potential` (K must have a local
+            minimum at w_star).
+        nbetas: the sweep (≥ 2 distinct values > 1; e.g. ``np.geomspace(10, 1e3, 5)``).
+        n: optional sample size for the WBIC.
+        fit, log_offset, threshold, step_size_scaling, reference_nbeta: as in
+            :func:`estimate_llc_multitemperature`.
+        **kwargs: passed to :func:`~slt_basins.estimate_llc_potential` (num_chains, num_draws,
+            num_burnin, step_size, localization, sampler, seed, progress, ...).
+    <<sweep>>
+    Example:
+        >>> from slt_basins.toys import crossing_valley
+        >>> r = estimate_llc_multitemperature_potential(
+        ...     crossing_valley(1, 1), torch.zeros(2, dtype=torch.float64), nbetas=[10, 30, 100],
+        ...     step_size=3e-3, num_chains=64, num_draws=[600, 800, 2000], num_burnin=[200, 300, 1000],
+        ...     fit="multiplicity", progress=False, check_stability=False)   # ε·nβ ≈ 0.1 throughout
+        >>> bool(r.llc > r.table["llc_mean"].max())   # extrapolated above every single-temperature value
+        True
+    """
+    if "nbeta" in kwargs:
+        raise TypeError("pass the sweep as nbetas=[...], not nbeta.")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3):
+        raise ValueError(f"n must be an integer ≥ 3 (the sample size for the WBIC) or None; got {n!r}.")
+    settings = _defaults(estimate_llc_potential)
+    settings.update({k_: kwargs.pop(k_) for k_ in list(kwargs) if k_ in settings})
+    loc = kwargs.get("localization", inspect.signature(estimate_llc_potential).parameters["localization"].default)
+    return _sweep(lambda t, **s: estimate_llc_potential(potential, w_star, nbeta=t, **s, **kwargs), nbetas,
+                  n=None if n is None else int(n), wbic=n is not None, settings=settings,
+                  step_size_scaling=step_size_scaling, reference_nbeta=reference_nbeta, fit=fit,
+                  log_offset=log_offset, threshold=threshold, localization=loc, kind="potential")
