@@ -24,24 +24,28 @@ The fit models, in x = 1/(log t + c) with c = ``log_offset`` (0 by default, the 
 
 Why the quadratic term matters. Z(t) ≍ t^{−λ}P(log t) with P a polynomial of degree m − 1, so
 t·E_t[K] = λ − P'(ℓ)/P(ℓ) = λ − Σ_i 1/(ℓ − r_i), ℓ = log t. For m = 2 this is λ − 1/(ℓ + c) exactly
-(up to the next pole), e.g. c = γ_E + 2 log 2 for w1²w2² on [−1, 1]²; c absorbs the scale of K and of
-the prior (K → aK shifts c by log a), so it is not known in general. Expanding 1/(ℓ + c) in 1/ℓ
-gives the quadratic model with ν = (m − 1)c. On the exact finite-t values of w1²w2² (λ = 1/2) over
-t = 10²…10⁴ the linear model gives λ = 0.472, m = 1.58, the quadratic λ = 0.494, m = 1.86; for
-w1²w2²w3² (m = 3) 0.425/1.93 and 0.484/2.69. Fitting c itself (y = λ − (m−1)/(ℓ + c)) is exact for
-m = 2 but overshoots for m = 3 (λ = 0.52) and its λ has ~10× the standard error of the quadratic
-fit, so it is not offered; pass ``log_offset=c`` when c is known (then the linear model is exact for
-m = 2). Integer m is not imposed: with c unknown, an m = 3 law fits the m = 2 data to a residual of
-~10⁻³ (below realistic MCSEs) with λ = 0.55, so an integer constraint would choose m by noise.
+(up to the next pole), e.g. c = γ_E + 2 log 2 for w1²w2² on [−1, 1]²; c absorbs the scale of K and
+of the prior (K → aK shifts c by log a), so it is not known in general. Expanding 1/(ℓ + c) in 1/ℓ
+gives the quadratic model with ν = (m − 1)c. On the exact finite-t values of w1²w2² (λ = 1/2,
+uniform prior on [−1, 1]²) at five t over 10²…10⁴ the linear model gives λ = 0.472, m = 1.58, the
+quadratic λ = 0.494, m = 1.86; for w1²w2²w3² (m = 3) 0.425/1.93 and 0.484/2.69. The price is noise:
+for equal MCSEs σ at those five t, se(λ) ≈ 1.8σ (linear) against 9.4σ (quadratic); a sweep reaching
+down to t = 10 (cheap: the mixing time along a flat valley, hence the cost, grows ∝ t) cuts the
+latter to ~2.4σ for seven t over 10…10⁴. Fitting c itself (y = λ − (m−1)/(ℓ + c)) is exact for m = 2
+but overshoots for m = 3 (λ = 0.52) and its se(λ) is ~17σ, so it is not offered; pass
+``log_offset=c`` when c is known (then the linear model is exact for m = 2). Integer m is not
+imposed: with c unknown, an m = 3 law fits the m = 2 data to a residual of ~10⁻³ (below realistic
+MCSEs) with λ = 0.55, so an integer constraint would choose m by noise.
 
 The ``"auto"`` rule. Fit the linear model; if its slope m − 1 is not positive at ≥ ``threshold``
 (default 3) standard errors, use the constant model (report no multiplicity). Otherwise use the linear
 model, or the quadratic one when there are ≥ 4 temperatures and it lowers χ² by more than 2 (Akaike:
 the extra term pays for its parameter). The first step is conservative because declaring m > 1 moves
 λ; the second is a bias–variance choice between two models that both assume m > 1, where the
-quadratic term is generically present, and in simulations on the exact crossing-valley values with
-Gaussian noise this rule's RMSE was within ~0.01 of the better of the two fixed choices at every
-noise level and sweep tried (the 3-s.e. test for ν was worse).
+quadratic term is generically present. In simulations (exact crossing-valley values plus Gaussian
+noise of 0.002–0.01, sweeps 10…10³, 10…10⁴, 10²…10⁴) the Akaike choice had an RMSE of λ at most
+0.015 above the better of the two fixed models, except on the noisiest, narrowest sweep (0.01 over
+10²…10⁴: 0.075 against 0.036 for the linear fit); a 3-s.e. test for ν did worse in most cases.
 
 Error bars. Weighted least squares with weights 1/MCSE²; the parameter covariance is (XᵀWX)⁻¹,
 multiplied by χ²/dof when that exceeds 1 (Birge ratio: the scatter is larger than the MCSEs claim,
