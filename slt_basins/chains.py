@@ -9,20 +9,27 @@ chain has diverged), never per step.
 Reproducibility: chain ``c`` draws its Gaussian noise and its minibatch indices from generators
 seeded by ``numpy.random.SeedSequence([seed, c])``, in blocks whose size depends only on d and
 the number of steps. A chain's trajectory therefore depends only on ``(seed, c)`` and the
-settings, not on how many chains run beside it or on which process.
+settings, not on how many chains run beside it or on which process. (Bitwise, that also needs the
+evaluation of a chain's loss and gradient not to depend on how many chains are evaluated with it:
+true on CPU with one intra-op thread; otherwise use ``chain_group``, see :class:`GroupedTarget`.)
+
+Long runs: ``checkpoint=path`` saves the loop's whole state at block boundaries (see
+:mod:`slt_basins.checkpoint`) and resumes from it, bit-identically, when the file exists.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, NamedTuple, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import checkpoint as ckpt
 from .samplers import Hyper, Kernel
 
-__all__ = ["ChainStream", "ChainRun", "Target", "run_chains", "block_size"]
+__all__ = ["ChainStream", "ChainRun", "Target", "GroupedTarget", "LocalSync", "run_chains", "block_size"]
 
 
 def _seed_pair(seed: int, chain: int) -> tuple[int, int]:
@@ -64,6 +71,16 @@ class ChainStream:
         self._perm = buf[need:]
         return buf[:need].view(k, batch_size)
 
+    def state_dict(self) -> dict:
+        """Generator states (CPU byte tensors, copies) and the leftover permutation, to resume later."""
+        return {"noise": self.noise_gen.get_state(), "batch": self.batch_gen.get_state(), "perm": self._perm}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict` output: the next numbers are those the saved stream would give."""
+        self.noise_gen.set_state(state["noise"])
+        self.batch_gen.set_state(state["batch"])
+        self._perm = state["perm"].to(device=self.device, dtype=torch.long)
+
 
 class Target(Protocol):
     """What the chain loop needs from a model or potential adapter."""
@@ -80,6 +97,83 @@ class Target(Protocol):
         """``L_B(w*)`` on the same batch, shape ``(chains,)`` or a scalar."""
 
 
+class GroupedTarget:
+    """Evaluate a target in fixed groups of ``group`` chains, so every evaluation has the same shapes.
+
+    The loss and gradient of a chain are mathematically independent of the other chains, but not
+    always bitwise: BLAS and reduction kernels choose how to split work over threads (CPU) or thread
+    blocks (GPU) from the tensor shapes, and a split of a long sum (e.g. the gradient's sum over
+    examples) changes its rounding. On CPU with several intra-op threads, one chain evaluated alone
+    (a single multi-threaded GEMM) differs in the last bits from the same chain evaluated among
+    others (one single-threaded GEMM per chain), and 5 chains can differ from 8. Evaluating rows
+    ``[0, G), [G, 2G), ...`` of the ``(chains, d)`` tensor as separate calls of exactly G rows (the last
+    group padded with copies of its last row, whose outputs are dropped) makes each chain's
+    arithmetic depend only on its group. With groups aligned to chain ids (chain c in group c // G,
+    as :func:`slt_basins.distributed.split_chain_ids` arranges over ranks), a chain's results are then
+    the same whatever the number of chains or processes, given the same device type and thread count.
+
+    Example:
+        >>> from slt_basins.targets import PotentialTarget
+        >>> t = GroupedTarget(PotentialTarget(lambda w: (w ** 2).sum(1), torch.zeros(2)), group=2)
+        >>> t.loss_and_grad(torch.ones(3, 2), None)[0]
+        tensor([2., 2., 2.])
+    """
+
+    def __init__(self, target: "Target", group: int):
+        self.target, self.group, self.d = target, int(group), target.d
+
+    def __getattr__(self, name):  # init_loss, fm, ... of the wrapped target
+        if name == "target":
+            raise AttributeError(name)
+        return getattr(self.target, name)
+
+    def draw_batches(self, streams, k):
+        return self.target.draw_batches(streams, k)
+
+    def _groups(self, *rows):
+        c, g = rows[0].shape[0], self.group
+        for i in range(0, c, g):
+            m = min(g, c - i)
+            parts = []
+            for r in rows:
+                if r is None:
+                    parts.append(None)
+                    continue
+                x = r[i:i + m]
+                if m < g:
+                    x = torch.cat([x, x[-1:].expand((g - m,) + tuple(x.shape[1:]))])
+                parts.append(x)
+            yield m, parts
+
+    def loss_and_grad(self, w: torch.Tensor, batch: Optional[torch.Tensor]):
+        losses, grads = [], []
+        for m, (wg, bg) in self._groups(w, batch):
+            loss, grad = self.target.loss_and_grad(wg, bg)
+            losses.append(loss[:m])
+            grads.append(grad[:m])
+        return torch.cat(losses), torch.cat(grads)
+
+    def baseline(self, batch: Optional[torch.Tensor]) -> torch.Tensor:
+        if batch is None:
+            return self.target.baseline(None)
+        return torch.cat([self.target.baseline(bg)[:m] for m, (bg,) in self._groups(batch)])
+
+
+class LocalSync:
+    """When the chain loop may stop early: here, as soon as every chain of this process diverged.
+
+    The loop calls ``start(t)`` once with the step it starts (or resumes) from, and
+    ``any_alive(t, alive)`` at every block boundary; it stops when that returns False.
+    :class:`slt_basins.distributed.RankSync` decides the same for all ranks together.
+    """
+
+    def start(self, t: int) -> None:
+        pass
+
+    def any_alive(self, t: int, alive: torch.Tensor) -> bool:
+        return bool(alive.any())
+
+
 def block_size(d: int, total_steps: int) -> int:
     """Steps per block of pre-drawn noise: bounded memory, independent of the chain count."""
     return int(max(1, min(total_steps, 200, (1 << 21) // max(d, 1))))
@@ -94,6 +188,8 @@ class ChainRun:
     burn-in) at which a chain was stopped, or −1. ``steps_done`` < the requested total when the run
     stopped early (all chains diverged, or interrupted). ``accept`` is the per-chain mean
     Metropolis acceptance probability over the draws (kernels that report one, e.g. MALA), else None.
+    ``resumed_from`` is the step a checkpoint was resumed from (None: started at step 0);
+    ``checkpoint_step`` is the step that the checkpoint file ``checkpoint_path`` holds (None: none).
     """
 
     loss: np.ndarray
@@ -104,6 +200,9 @@ class ChainRun:
     interrupted: bool = False
     accept: Optional[np.ndarray] = None
     final_state: Optional[tuple] = None
+    resumed_from: Optional[int] = None
+    checkpoint_path: Optional[str] = None
+    checkpoint_step: Optional[int] = None
 
 
 def _where(mask: torch.Tensor, new, old):
@@ -112,6 +211,29 @@ def _where(mask: torch.Tensor, new, old):
         m = mask.view((-1,) + (1,) * (a.ndim - 1))
         fields.append(torch.where(m, a, b))
     return type(new)(*fields)
+
+
+class _Snapshot(NamedTuple):
+    """The loop's state at a block boundary (references: nothing in it is modified in place later)."""
+
+    t: int
+    state: tuple
+    alive: torch.Tensor
+    diverged_at: torch.Tensor
+    acc_sum: torch.Tensor
+    has_acc: bool
+    streams: list
+
+
+def _payload(snap: _Snapshot, fp: dict, loss_tr: torch.Tensor, llc_tr: torch.Tensor, num_burnin: int) -> dict:
+    """What a checkpoint file holds (CPU tensors and plain values)."""
+    kept = max(0, min(loss_tr.shape[1], snap.t - num_burnin))
+    return dict(
+        fingerprint=fp, t=snap.t, state_fields=list(snap.state._fields), state=[f.detach().cpu() for f in snap.state],
+        alive=snap.alive.cpu(), diverged_at=snap.diverged_at.cpu(), acc_sum=snap.acc_sum.cpu(), has_acc=snap.has_acc,
+        loss=loss_tr[:, :kept].cpu(), llc=llc_tr[:, :kept].cpu(),
+        streams=[{"noise": s["noise"], "batch": s["batch"], "perm": s["perm"].cpu()} for s in snap.streams],
+    )
 
 
 def run_chains(
@@ -127,18 +249,42 @@ def run_chains(
     progress: bool = True,
     desc: str = "sampling",
     on_block: Optional[Callable[[int], None]] = None,
+    chain_group: Optional[int] = None,
+    checkpoint: Optional[str] = None,
+    checkpoint_every: int = 1000,
+    fingerprint: Optional[dict] = None,
+    sync: Optional[LocalSync] = None,
 ) -> ChainRun:
     """Run ``len(chain_ids)`` chains of ``kernel`` on ``target`` from w*, vectorised.
 
     A chain is stopped (frozen at its last finite state and reported in ``diverged_at``) as soon as
     its draw nβ·(L_B(w_t) − L_B(w*)) is NaN/inf or exceeds ``divergence_bound`` in absolute value,
-    or its parameters become non-finite. KeyboardInterrupt stops the loop and returns what was
-    sampled so far with ``interrupted=True``.
+    or its parameters become non-finite. The loop ends early at a block boundary where no chain is
+    alive (``sync.any_alive``). KeyboardInterrupt stops the loop and returns what was sampled so far
+    with ``interrupted=True``.
+
+    Args:
+        chain_group: evaluate the target in fixed groups of this many chains (see
+            :class:`GroupedTarget`); None evaluates all chains of this call at once.
+        checkpoint: file to resume from (if it exists) and to save to. It is written, atomically,
+            at the first block boundary after every ``checkpoint_every`` steps (burn-in included),
+            at the end of the run, and on KeyboardInterrupt (the last block boundary reached): the
+            noise of a block is drawn at its start, so only block boundaries can be resumed
+            bit-identically. A resumed run's traces, final state and acceptance equal those of an
+            uninterrupted run exactly. The file is refused (with the differing settings named) unless
+            its fingerprint equals this run's.
+        fingerprint: extra settings (e.g. batch size, loss) that a resumed checkpoint must match; the
+            loop adds its own (seed, chain ids, sampler, ε, nβ, γ, draws, burn-in, d, hash of w*, ...).
+        sync: early-stop policy (default :class:`LocalSync`); distributed runs pass a
+            :class:`slt_basins.distributed.RankSync` so that all ranks stop at the same step.
+        on_block: called with the step count after every block (after any checkpoint of that block).
     """
     w_star = hyper.w_star
     chains, d = len(chain_ids), w_star.numel()
     device, dtype = w_star.device, w_star.dtype
     streams = [ChainStream(seed, c, device, dtype) for c in chain_ids]
+    if chain_group is not None:
+        target = GroupedTarget(target, chain_group)
     total = num_burnin + num_draws
     state = kernel.init(w_star.expand(chains, d).clone(), lambda w: target.loss_and_grad(w, None), hyper)
     hyper_draw = hyper._replace(adapt=False)
@@ -148,11 +294,40 @@ def run_chains(
     llc_tr = torch.zeros(chains, num_draws, device=device, dtype=dtype)
     alive = torch.ones(chains, dtype=torch.bool, device=device)
     diverged_at = torch.full((chains,), -1, dtype=torch.long, device=device)
+    t, interrupted, resumed_from = 0, False, None
+    fp = None
+    if checkpoint is not None:
+        checkpoint = os.fspath(checkpoint)
+        fp = ckpt.fingerprint(sampler=kernel.name, seed=seed, chain_ids=chain_ids, step_size=hyper.step_size,
+                              nbeta=hyper.nbeta, localization=hyper.localization, num_draws=num_draws,
+                              num_burnin=num_burnin, d=d, w_star=w_star, divergence_bound=divergence_bound,
+                              chain_group=chain_group, extra=fingerprint)
+        saved = ckpt.load(checkpoint, fp)
+        if saved is not None:
+            if saved["state_fields"] != list(state._fields):
+                raise ckpt.CheckpointMismatchError(
+                    f"the checkpoint {checkpoint} holds a {saved['state_fields']} kernel state, but sampler "
+                    f"{kernel.name!r} has {list(state._fields)}; delete the file to start afresh.")
+            state = type(state)(*[f.to(device) for f in saved["state"]])
+            alive, diverged_at = saved["alive"].to(device), saved["diverged_at"].to(device)
+            acc_sum, has_acc = saved["acc_sum"].to(device), bool(saved["has_acc"])
+            kept = saved["loss"].shape[1]
+            loss_tr[:, :kept], llc_tr[:, :kept] = saved["loss"].to(device), saved["llc"].to(device)
+            for s, st in zip(streams, saved["streams"]):
+                s.load_state_dict(st)
+            t = resumed_from = int(saved["t"])
+    sync = LocalSync() if sync is None else sync
+    sync.start(t)
+    snap = saved_t = None
+    if checkpoint is not None:
+        snap = _Snapshot(t, state, alive, diverged_at, acc_sum, has_acc, [s.state_dict() for s in streams])
+        saved_t = t
     blk = block_size(d, total)
-    t, interrupted = 0, False
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=t, desc=desc, unit="step", disable=not progress, leave=False)
     try:
         while t < total:
+            if not sync.any_alive(t, alive):
+                break
             k = min(blk, total - t)
             noise = torch.stack([s.normal(k, d + kernel.extra_noise) for s in streams], dim=1)
             batches = target.draw_batches(streams, k)
@@ -172,18 +347,24 @@ def run_chains(
                     loss_tr[:, t - num_burnin] = loss
                     llc_tr[:, t - num_burnin] = draw
                     if acc is not None:
-                        acc_sum += torch.where(alive, acc, 0.0)
+                        acc_sum = acc_sum + torch.where(alive, acc, 0.0)
                         has_acc = True
                 t += 1
+            if checkpoint is not None:
+                snap = _Snapshot(t, state, alive, diverged_at, acc_sum, has_acc, [s.state_dict() for s in streams])
+                if t - saved_t >= checkpoint_every:
+                    ckpt.save(checkpoint, _payload(snap, fp, loss_tr, llc_tr, num_burnin))
+                    saved_t = t
             bar.update(k)
             if on_block is not None:
                 on_block(t)
-            if not bool(alive.any()):
-                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
+    if checkpoint is not None and (snap.t > saved_t or not os.path.exists(checkpoint)):
+        ckpt.save(checkpoint, _payload(snap, fp, loss_tr, llc_tr, num_burnin))
+        saved_t = snap.t
     kept = max(0, min(num_draws, t - num_burnin))
     return ChainRun(
         loss=loss_tr[:, :kept].cpu().numpy(),
@@ -194,4 +375,7 @@ def run_chains(
         final_state=state,
         interrupted=interrupted,
         accept=(acc_sum / max(kept, 1)).cpu().numpy() if has_acc else None,
+        resumed_from=resumed_from,
+        checkpoint_path=checkpoint,
+        checkpoint_step=saved_t,
     )
