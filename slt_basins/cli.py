@@ -1,4 +1,4 @@
-"""Command-line entry point: ``slt-basins demo``."""
+"""Command-line entry point: ``slt-basins demo`` and ``slt-basins reproduce [--distributed]``."""
 from __future__ import annotations
 
 import argparse
@@ -83,8 +83,29 @@ def reproduce_cmd(args) -> int:
     from .reproduce import reproduce
 
     t0 = time.perf_counter()
-    print(f"slt-basins reproduce{' --quick' if args.quick else ''}: estimated LLCs against exact learning coefficients")
-    df = reproduce(quick=args.quick, seed=args.seed, progress=not args.no_progress)
+    rank, world, device = 0, 1, None
+    if args.distributed:
+        import torch.distributed as dist
+
+        from .distributed import init_from_env
+
+        started_here = not (dist.is_available() and dist.is_initialized())
+        try:
+            rank, world, device = init_from_env()
+        except ValueError as e:
+            print(f"slt-basins reproduce: {e}", file=sys.stderr)
+            return 2
+    if rank == 0:
+        print(f"slt-basins reproduce{' --quick' if args.quick else ''}: estimated LLCs against exact learning coefficients"
+              + (f" ({world} processes, chains on {device})" if args.distributed else ""))
+    try:
+        df = reproduce(quick=args.quick, seed=args.seed, progress=not args.no_progress and rank == 0,
+                       distributed=args.distributed, device=None if device is None or device.type == "cpu" else device)
+    finally:
+        if args.distributed and started_here:
+            dist.destroy_process_group()
+    if rank != 0:  # every rank computed the same table; rank 0 prints and writes it
+        return 0
     cols = ["case", "d", "true_lambda", "m", "certified", "finite_t_target", "llc", "se", "rel_err_target",
             "rel_err_lambda", "hessian_rank_half", "g_rank_half", "wall_s", "verdict"]
     with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 60):
@@ -111,6 +132,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="reproduce_results.csv", help="where to save the table (CSV)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--distributed", action="store_true",
+                   help="spread each case's chains over the processes of a torchrun launch (gloo on CPU, NCCL with "
+                        "one GPU per process when CUDA is available); rank 0 prints and writes the table, e.g. "
+                        "torchrun --nproc_per_node=4 -m slt_basins.cli reproduce --distributed")
     p.set_defaults(func=reproduce_cmd)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -11,9 +11,10 @@ given directly). Both are thin adapters onto the same kernel and chain loop.
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from torch import nn
 from torch.func import grad, vjp
 from torch.utils.data import DataLoader
 
+from . import checkpoint as _ckpt
 from . import diagnostics
+from . import distributed as _dist
 from .chains import ChainRun, run_chains
 from .data import as_tensors
 from .functional import FlatModel
@@ -87,6 +90,51 @@ def _check_common(num_chains, num_draws, num_burnin, step_size, localization, se
     )
 
 
+class _Scale(NamedTuple):
+    """How the chains run: over which processes, in which evaluation groups, with which checkpoint."""
+
+    dist: Optional[_dist.DistContext] = None
+    chain_group: Optional[int] = None
+    checkpoint: Optional[str] = None
+    checkpoint_every: int = 1000
+
+
+def _scale_options(num_chains: int, distributed, chain_group, checkpoint, checkpoint_every, device) -> _Scale:
+    """Validate ``distributed``, ``chain_group``, ``checkpoint`` and ``checkpoint_every`` (before any sampling)."""
+    if not isinstance(distributed, bool):
+        raise TypeError(f"distributed must be True or False; got {distributed!r}.")
+    if chain_group is not None:
+        chain_group = _count("chain_group", chain_group, 1)
+        if chain_group > num_chains:
+            raise ValueError(f"chain_group={chain_group} is larger than num_chains={num_chains}; use at most "
+                             f"num_chains (or None to evaluate all chains of a process at once).")
+    if checkpoint is None:
+        if checkpoint_every is not None:
+            raise ValueError("checkpoint_every was given without checkpoint: pass checkpoint='path/to/file' too.")
+        every = 1000
+    else:
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise TypeError(f"checkpoint must be a file path (str or os.PathLike); got {type(checkpoint).__name__}.")
+        checkpoint = os.fspath(checkpoint)
+        folder = os.path.dirname(os.path.abspath(checkpoint))
+        if not os.path.isdir(folder):
+            raise ValueError(f"the folder of checkpoint={checkpoint!r} does not exist ({folder}); create it first.")
+        every = 1000 if checkpoint_every is None else _count("checkpoint_every", checkpoint_every, 1)
+    ctx = _dist.context(num_chains, chain_group, device) if distributed else None
+    if checkpoint is not None:
+        _ckpt.check_layout(checkpoint, None if ctx is None else ctx.world_size)
+    return _Scale(ctx, chain_group, checkpoint, every)
+
+
+def _scale_config(scale: _Scale) -> dict:
+    out = {}
+    if scale.chain_group is not None:
+        out["chain_group"] = scale.chain_group
+    if scale.dist is not None:
+        out["world_size"] = scale.dist.world_size
+    return out
+
+
 def _top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, iters: int = 20,
                    scale: Optional[torch.Tensor] = None) -> float:
     """Largest |eigenvalue| of the Hessian H at w (of S·H·S with S = diag(scale) when given) by power
@@ -117,8 +165,15 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
     settings_hint = (f"lower step_size (now {eps:g}), raise localization (now {hyper.localization:g}) "
                      f"or lower nbeta (now {hyper.nbeta:.4g})")
     if run.interrupted:
+        note = ""
+        if config.get("world_size"):
+            note = (f" It holds this process's chains {chain_ids[0]}–{chain_ids[-1]} only: nothing is "
+                    "gathered after an interrupt, since the processes stop at different steps.")
+        if run.checkpoint_path is not None and run.checkpoint_step is not None:
+            note += (f" The chains' state at step {run.checkpoint_step} is saved in {run.checkpoint_path}: run again "
+                     "with the same settings to resume from there.")
         warnings.warn(f"sampling was interrupted after {run.steps_done} steps; the result uses the "
-                      f"{run.llc.shape[1]} draws taken so far.", LLCWarning, stacklevel=3)
+                      f"{run.llc.shape[1]} draws taken so far.{note}", LLCWarning, stacklevel=3)
     if not ok.any():
         raise SamplerDivergedError(
             f"all {len(chain_ids)} chains diverged (loss non-finite or |nβ·(L(w_t) − L(w*))| > "
@@ -223,6 +278,10 @@ def estimate_llc_potential(
     divergence_bound: Optional[float] = None,
     check_stability: bool = True,
     progress: bool = True,
+    distributed: bool = False,
+    chain_group: Optional[int] = None,
+    checkpoint: Optional[Union[str, os.PathLike]] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> LLCResult:
     """Estimate the LLC of a loss K(w) given directly, at w*: λ̂ = nβ·(E[K(w)] − K(w*)).
 
@@ -241,6 +300,8 @@ def estimate_llc_potential(
             (rlct-truth.md §1.7).
         divergence_bound: a chain stops when |nβ·(K(w_t) − K(w*))| exceeds it; default 10·d + 100
             (λ ≤ d/2, so honest draws stay far below it).
+        distributed, chain_group, checkpoint, checkpoint_every: as in :func:`estimate_llc` (the
+            potential must run on each rank's device).
 
     Example:
         >>> r = estimate_llc_potential(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64),
@@ -259,6 +320,7 @@ def estimate_llc_potential(
     w_star = w_star.reshape(-1).detach().clone()
     if not torch.isfinite(w_star).all():
         raise ValueError("w_star has non-finite entries; the LLC needs a finite local minimum.")
+    scale = _scale_options(s["num_chains"], distributed, chain_group, checkpoint, checkpoint_every, w_star.device)
     target = PotentialTarget(potential, w_star)
     d = target.d
     bound = _default_bound(d) if divergence_bound is None else _positive("divergence_bound", divergence_bound)
@@ -268,9 +330,10 @@ def estimate_llc_potential(
     grad_fn = grad(lambda w: potential(w.reshape(1, -1)).sum()) if check_stability else None
     probe = (lambda w: target.loss_and_grad(w, None)) if check_stability else None
     config = dict(kind="potential", sampler=kernel.name, nbeta=nbeta, d=d, chain_ids=list(range(s["num_chains"])),
-                  divergence_bound=bound, device=str(w_star.device), dtype=str(w_star.dtype), **s)
+                  divergence_bound=bound, device=str(w_star.device), dtype=str(w_star.dtype), **s,
+                  **_scale_config(scale))
     return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, w_star), config, checks, progress,
-                   grad_fn, probe)
+                   grad_fn, probe, scale)
 
 
 def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> None:
@@ -318,8 +381,12 @@ def _mala_probe(kernel, run: ChainRun, hyper: Hyper, loss_and_grad, proposals: i
     return float(la.clamp(max=0.0).exp().mean())
 
 
+# Settings (from config) that a resumed checkpoint must match, beyond those run_chains adds itself.
+_FINGERPRINT_KEYS = ("kind", "loss", "n", "batch_size", "params", "vectorized")
+
+
 def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: bool, grad_fn=None,
-            probe=None) -> LLCResult:
+            probe=None, scale: Optional[_Scale] = None) -> LLCResult:
     """Run the chain loop with the validated settings in ``config`` and build the result.
 
     With ``grad_fn`` (w ↦ ∇L(w), differentiable by torch.func), the step-size stability
@@ -328,7 +395,14 @@ def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: 
     away from w*. With ``probe`` (a ``(rows, d) -> (L, ∇L)`` function on fixed data), the MALA
     acceptance probability of the kernel's proposals is measured at the chains' final positions
     (Langevin kernels); MALA reports its own acceptance rate.
+
+    ``scale`` spreads the chains over processes (each rank samples its block of chain ids, measures
+    the stability at its own chains' ends, and everything is gathered to every rank; the MALA probe
+    then runs on the gathered states, exactly as in one process), evaluates them in fixed groups,
+    and checkpoints the loop.
     """
+    scale = scale or _Scale()
+    ctx = scale.dist
     nbeta, name = hyper.nbeta, kernel.name
     if name not in _STABILITY_DIVISOR:
         grad_fn = None
@@ -339,21 +413,44 @@ def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: 
         except Exception as e:  # e.g. models that torch.func cannot transform
             checks["stability_check_error"] = f"{type(e).__name__}: {e}"
             grad_fn = None
+    ids = config["chain_ids"] if ctx is None else ctx.chain_ids
+    path = scale.checkpoint
+    if path is not None and ctx is not None:
+        path = _ckpt.rank_path(path, ctx.rank, ctx.world_size)
     t0 = time.perf_counter()
-    run = run_chains(kernel, target, hyper, config["chain_ids"], num_burnin=config["num_burnin"],
+    run = run_chains(kernel, target, hyper, ids, num_burnin=config["num_burnin"],
                      num_draws=config["num_draws"], seed=config["seed"],
-                     divergence_bound=config["divergence_bound"], progress=progress,
-                     desc=name.upper())
-    checks["wall_time_s"] = time.perf_counter() - t0
+                     divergence_bound=config["divergence_bound"], progress=progress and (ctx is None or ctx.rank == 0),
+                     desc=name.upper(), chain_group=scale.chain_group, checkpoint=path,
+                     checkpoint_every=scale.checkpoint_every,
+                     fingerprint={k: config[k] for k in _FINGERPRINT_KEYS if k in config},
+                     sync=None if ctx is None else _dist.RankSync(ctx))
+    wall = time.perf_counter() - t0
+    # Stability at every non-diverged chain's end: per chain, so each rank does its own chains.
+    ends, end_error = [], None
     alive = np.flatnonzero(run.diverged_at < 0)
     if grad_fn is not None and len(alive):
         pre = kernel.preconditioner(run.final_state) if kernel.preconditioner is not None else None
         try:
             ends = [_step_stability(grad_fn, run.final_w[i], config, nbeta, name, None if pre is None else pre[i])
                     for i in alive]
-            checks["hessian_max_abs_eig_end"], checks["step_stability_end"] = max(ends, key=lambda e: e[1])
         except Exception as e:
-            checks["stability_check_error"] = f"{type(e).__name__}: {e}"
+            end_error = f"{type(e).__name__}: {e}"
+    if ctx is not None and not run.interrupted:
+        run, extras = _dist.gather_run(run, (ends, end_error, wall), ctx)
+        ends = [e for x in extras for e in x[0]]
+        end_error = next((x[1] for x in extras if x[1] is not None), None)
+        wall = max(x[2] for x in extras)
+    elif ctx is not None:  # interrupted: the ranks stopped at different steps, so nothing is gathered
+        config = dict(config, chain_ids=list(ids))
+    checks["wall_time_s"] = wall
+    if run.resumed_from is not None:
+        checks["resumed_from_step"] = run.resumed_from
+    if end_error is not None:
+        checks["stability_check_error"] = end_error
+    elif ends:
+        checks["hessian_max_abs_eig_end"], checks["step_stability_end"] = max(ends, key=lambda e: e[1])
+    alive = np.flatnonzero(run.diverged_at < 0)
     if run.accept is not None:
         checks["mala_accept"] = float(run.accept[alive].mean()) if len(alive) else None
     elif probe is not None and name in ("sgld", "rmsprop_sgld"):
@@ -361,7 +458,8 @@ def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: 
             checks["mala_accept"] = _mala_probe(kernel, run, hyper, probe, seed=config["seed"])
         except Exception as e:
             checks["mala_probe_error"] = f"{type(e).__name__}: {e}"
-    return _finish(run, hyper, config, checks, target.init_loss)
+    with _dist.quiet_unless_rank0(ctx):
+        return _finish(run, hyper, config, checks, target.init_loss)
 
 
 def estimate_llc(
@@ -384,6 +482,10 @@ def estimate_llc(
     check_stability: bool = True,
     vectorize: bool = True,
     progress: bool = True,
+    distributed: bool = False,
+    chain_group: Optional[int] = None,
+    checkpoint: Optional[Union[str, os.PathLike]] = None,
+    checkpoint_every: Optional[int] = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient λ(w*) of ``model`` at its current parameters w*.
 
@@ -435,6 +537,35 @@ def estimate_llc(
         vectorize: run chains with ``torch.func.vmap`` (falls back to a loop, with a warning, for
             models that cannot be vmapped).
         progress: show a tqdm progress bar over steps.
+        distributed: spread the chains over the processes of the initialised ``torch.distributed``
+            process group (run under ``torchrun``; README section "Running on several processes, GPUs
+            and nodes"). Rank r samples a contiguous block of the chain ids; traces and final states
+            are gathered so that every rank returns the same result (warnings and the progress bar
+            on rank 0 only). Chain c's noise and minibatches depend only on (seed, c), so the result
+            equals the single-process run's: bitwise on CPU with one intra-op thread per process
+            (torchrun's default), and with ``chain_group`` also where kernels depend on shapes (see
+            there). Each rank needs the model on its own device: with NCCL call
+            ``torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))`` and ``model.to("cuda")`` first.
+            Ctrl-C: each rank returns its own chains' partial result (and saves its checkpoint).
+        chain_group: evaluate the loss and gradient in fixed groups of this many chains (the last
+            group padded with copies, whose results are dropped); with ``distributed=True`` the ranks
+            split whole groups. Every evaluation then has the same shapes whatever the number of
+            processes, which makes the result bitwise independent of the world size also where the
+            BLAS splits sums by shape (several CPU threads per process, GPUs; same device type and
+            thread count on both sides). Choose num_chains / (largest world size) to avoid padding,
+            e.g. ``num_chains=16, chain_group=4`` for 1, 2 or 4 GPUs. None (default): all chains of a
+            process in one evaluation (fastest).
+        checkpoint: file to save the chain loop to, and to resume from when it exists, e.g.
+            ``estimate_llc(model, data, checkpoint="llc.ckpt", checkpoint_every=5000)``. Written
+            atomically at the first block boundary (blocks are ≤ 200 steps) after every
+            ``checkpoint_every`` steps, at the end, and on Ctrl-C. A resumed run gives exactly the result
+            of an uninterrupted one. A file written with other settings (seed, chains, sampler, ε, nβ,
+            γ, draws, burn-in, d, data size, batch size, loss, w*, ...) is refused, naming the
+            differences. A finished run's file returns its result without sampling again: delete it
+            to start afresh. With ``distributed=True`` rank r of W writes ``checkpoint + ".rank{r}ofW"``:
+            rerun with the same number of processes to resume (also after one rank was killed).
+        checkpoint_every: steps (burn-in included) between checkpoints; default 1000. Each save
+            writes the traces so far: 2 × chains × draws numbers in the model's dtype.
 
     Returns:
         :class:`~slt_basins.result.LLCResult` with λ̂, its MCSE, traces and diagnostics.
@@ -461,6 +592,7 @@ def estimate_llc(
     dev = torch.device(device) if device is not None else fm.device
     if dev != fm.device:
         raise ValueError(f"the model is on {fm.device} but device={dev}; move the model with model.to(device) first.")
+    scale = _scale_options(s["num_chains"], distributed, chain_group, checkpoint, checkpoint_every, dev)
     if batch_size is None and isinstance(data, DataLoader):
         batch_size = data.batch_size
     if batch_size is not None:
@@ -496,7 +628,8 @@ def estimate_llc(
         raise ValueError(f"the loss failed on model outputs of shape {tuple(out.shape)} and targets of shape "
                          f"{tuple(y[:8].shape)}: {type(e).__name__}: {e}") from e
     target = ModelTarget(fm, x, y, spec, batch_size, vectorize=vectorize)
-    target.check_vectorized(s["num_chains"])
+    with _dist.quiet_unless_rank0(scale.dist):
+        target.check_vectorized(s["num_chains"])
     d = fm.d
     bound = _default_bound(d) if divergence_bound is None else _positive("divergence_bound", divergence_bound)
     checks: dict[str, Any] = {}
@@ -516,6 +649,6 @@ def estimate_llc(
                   chain_ids=list(range(s["num_chains"])), divergence_bound=bound,
                   device=str(dev), dtype=str(fm.dtype),
                   paired_baseline=("per-example cache" if spec.per_sample is not None else "forward pass")
-                  if target.batch_size is not None else "full batch", **s)
+                  if target.batch_size is not None else "full batch", **s, **_scale_config(scale))
     return _sample(kernel, target, Hyper(s["step_size"], s["localization"], nbeta, fm.w_star), config, checks,
-                   progress, grad_fn, probe)
+                   progress, grad_fn, probe, scale)

@@ -14,6 +14,7 @@ LLC), on noiseless teacher data, so L_n(w) − L_n(w*) = K_n(w) ≥ 0 exactly.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 import warnings
@@ -153,25 +154,33 @@ def _g_rank(case: Case, model=None, data=None) -> Optional[int]:
         return int(g_rank(model, data[0][:2000]).rank)
 
 
-def run_case(case: Case, seed: int = 0) -> dict:
-    """Run one case and return its table row (a dict)."""
+def run_case(case: Case, seed: int = 0, distributed: bool = False, device=None) -> dict:
+    """Run one case and return its table row (a dict).
+
+    ``distributed=True`` spreads the case's chains over the initialised torch.distributed process
+    group (see :func:`slt_basins.estimate_llc`); every rank returns the same row. ``device`` (e.g.
+    ``"cuda:0"``) is where the chains run; the rank and curvature columns are computed on the CPU.
+    """
     truth = case.obj.rlct()
     t0 = time.perf_counter()
+    on_device = device is not None and torch.device(device).type != "cpu"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", LLCWarning)
         if case.kind == "potential":
-            w0 = torch.zeros(case.d, dtype=torch.float64)
+            w0 = torch.zeros(case.d, dtype=torch.float64, device=device)
             r = estimate_llc_potential(case.obj, w0, nbeta=NBETA, localization=GAMMA, step_size=case.step_size,
                                        num_chains=case.num_chains, num_draws=case.num_draws,
-                                       num_burnin=case.num_burnin, seed=seed, progress=False)
+                                       num_burnin=case.num_burnin, seed=seed, progress=False,
+                                       distributed=distributed)
             model = data = None
         else:
             model = case.obj.model()
             data = case.obj.dataset(case.n, seed=seed + 1)
             eps = _model_step_size(case, model, data)
-            r = estimate_llc(model, data, "mse", step_size=eps, localization=GAMMA,
+            m, dt = (copy.deepcopy(model).to(device), tuple(t.to(device) for t in data)) if on_device else (model, data)
+            r = estimate_llc(m, dt, "mse", step_size=eps, localization=GAMMA,
                              num_chains=case.num_chains, num_draws=case.num_draws, num_burnin=case.num_burnin,
-                             batch_size=case.batch_size, seed=seed, progress=False)
+                             batch_size=case.batch_size, seed=seed, progress=False, distributed=distributed)
     wall = time.perf_counter() - t0
     target = case.target() if case.target is not None else None
     rank, rank_src = _hessian_rank(case, model, data)
@@ -214,14 +223,28 @@ def _verdict(row: dict) -> str:
     return "reported (no target)"
 
 
-def reproduce(quick: bool = False, seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Run the suite and return the table (one row per case)."""
+def reproduce(quick: bool = False, seed: int = 0, progress: bool = True, distributed: bool = False,
+              device=None) -> pd.DataFrame:
+    """Run the suite and return the table (one row per case).
+
+    With ``distributed=True`` (under torchrun, process group initialised, e.g. by
+    :func:`slt_basins.distributed.init_from_env`) every case's chains are spread over the ranks and
+    every rank returns the same table; ``device`` is this rank's device (default CPU).
+    """
     rows = []
     cases = suite(quick)
+    if distributed:
+        import torch.distributed as dist
+
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        fewest = min(c.num_chains for c in cases)
+        if world > fewest:
+            raise ValueError(f"the suite has cases with only {fewest} chains, so it runs on at most {fewest} processes; "
+                             f"got {world}. Use --nproc_per_node={fewest} or fewer.")
     bar = tqdm(cases, desc="cases", unit="case", disable=not progress)
     for case in bar:
         bar.set_postfix_str(case.name)
-        rows.append(run_case(case, seed))
+        rows.append(run_case(case, seed, distributed=distributed, device=device))
     return pd.DataFrame(rows)
 
 
