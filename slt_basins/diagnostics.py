@@ -11,9 +11,19 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", FutureWarning)
-    import arviz as az
+_AZ = None
+
+
+def _az():
+    """ArviZ, imported on first use (it takes seconds to import, and most runs need it only once)."""
+    global _AZ
+    if _AZ is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            import arviz
+
+        _AZ = arviz
+    return _AZ
 
 __all__ = ["mcse_mean", "ess_bulk", "rhat", "summary_table", "to_inference_data"]
 
@@ -32,23 +42,23 @@ def mcse_mean(draws: np.ndarray) -> float:
     between them. Needs at least 4 draws per chain.
     """
     x = _as_chain_draw(draws)
-    return float(az.mcse(x, method="mean"))
+    return float(_az().mcse(x, method="mean"))
 
 
 def ess_bulk(draws: np.ndarray) -> float:
     """Rank-normalised bulk effective sample size (ArviZ)."""
-    return float(az.ess(_as_chain_draw(draws), method="bulk"))
+    return float(_az().ess(_as_chain_draw(draws), method="bulk"))
 
 
 def rhat(draws: np.ndarray) -> float:
     """Rank-normalised split R-hat (ArviZ); meaningful with ≥ 2 chains."""
-    return float(az.rhat(_as_chain_draw(draws)))
+    return float(_az().rhat(_as_chain_draw(draws)))
 
 
 def to_inference_data(variables: Mapping[str, np.ndarray], attrs: Mapping | None = None):
     """An ``arviz.InferenceData`` whose posterior group holds the given ``(chains, draws)`` arrays."""
     post = {k: _as_chain_draw(v) for k, v in variables.items()}
-    idata = az.from_dict(posterior=post)
+    idata = _az().from_dict(posterior=post)
     if attrs:
         idata.posterior.attrs.update({k: str(v) for k, v in attrs.items()})
     return idata
@@ -62,5 +72,5 @@ def summary_table(variables: Mapping[str, np.ndarray]) -> pd.DataFrame:
     idata = to_inference_data(variables)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # ArviZ warns on 1 chain; reported by caller
-        table = az.summary(idata, kind="all", round_to="none")
+        table = _az().summary(idata, kind="all", round_to="none")
     return table[["mean", "sd", "mcse_mean", "mcse_sd", "ess_bulk", "ess_tail", "r_hat"]]
