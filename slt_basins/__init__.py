@@ -1,4 +1,5 @@
 """slt_basins: local learning coefficients, exact RLCT ground truth and flatness measures."""
+from .calibrate import CalibrationError, CalibrationResult, calibrate, calibrate_potential
 from .compare import compare_measures
 from .curvature import (
     RankResult,
@@ -25,6 +26,10 @@ __all__ = [
     "estimate_llc_potential",
     "estimate_llc_multitemperature", "estimate_llc_multitemperature_potential", "fit_multitemperature", "MultiTemperatureResult",
     "compare_measures",
+    "calibrate",
+    "calibrate_potential",
+    "CalibrationResult",
+    "CalibrationError",
     "default_nbeta",
     "LLCResult",
     "LLCWarning",

@@ -258,6 +258,13 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
     )
 
 
+def _auto(fn, args: dict) -> LLCResult:
+    """``step_size="auto"``: calibrate ε first (:func:`slt_basins.calibrate.run_auto`), then run."""
+    from .calibrate import run_auto
+
+    return run_auto(fn, dict(args))
+
+
 def _default_bound(d: int) -> float:
     return 10.0 * d + 100.0
 
@@ -270,7 +277,7 @@ def estimate_llc_potential(
     num_chains: int = 4,
     num_draws: int = 1000,
     num_burnin: int = 500,
-    step_size: float = 1e-4,
+    step_size: Union[float, str] = 1e-4,
     localization: float = 1.0,
     sampler: Union[str, Kernel] = "sgld",
     seed: int = 0,
@@ -298,6 +305,7 @@ def estimate_llc_potential(
             :func:`estimate_llc`. The defaults ε = 1e-4 and γ = 1 suit toy potentials of order one
             at nβ ≈ 10³: γ = 1 keeps the localisation bias of singular directions small
             (rlct-truth.md §1.7).
+            ``step_size="auto"`` calibrates ε first, as in :func:`estimate_llc`.
         divergence_bound: a chain stops when |nβ·(K(w_t) − K(w*))| exceeds it; default 10·d + 100
             (λ ≤ d/2, so honest draws stay far below it).
         distributed, chain_group, checkpoint, checkpoint_every: as in :func:`estimate_llc` (the
@@ -309,6 +317,8 @@ def estimate_llc_potential(
         >>> abs(r.llc_mean - 0.5) < 5 * r.mcse + 0.01
         True
     """
+    if isinstance(step_size, str):
+        return _auto(estimate_llc_potential, locals())
     s = _check_common(num_chains, num_draws, num_burnin, step_size, localization, seed)
     nbeta = _positive("nbeta", nbeta)
     kernel = get_kernel(sampler)
@@ -470,7 +480,7 @@ def estimate_llc(
     num_chains: int = 4,
     num_draws: int = 1000,
     num_burnin: int = 500,
-    step_size: float = 1e-4,
+    step_size: Union[float, str] = 1e-4,
     localization: float = 100.0,
     nbeta: Optional[float] = None,
     batch_size: Optional[int] = None,
@@ -508,6 +518,16 @@ def estimate_llc(
             enter the estimate.
         step_size: SGLD ε (default 1e-4). Stability needs ε·(nβ·h + γ) < 4 for every Hessian
             eigenvalue h; the run measures the largest one at w* and warns when ε is too large.
+            ``"auto"``: first run :func:`slt_basins.calibrate` at this γ, nβ, sampler, batch size and
+            number of chains, each cell with 1/5 of num_draws and num_burnin (at least 200 and
+            100), scanning ε down from the stability limit at w* until the rules there settle
+            (a few cheap diverging cells, then 2–4 full ones, some lengthened up to 8× to
+            converge), then run with the chosen ε. On the toy suite's potentials the calibration
+            took 2–5× the time of the run itself (benchmarks/results/calibrate_toys.md): to pay
+            it once for many runs, call :func:`slt_basins.calibrate` and reuse its ``settings``.
+            The calibration table and the reason for the choice are in
+            ``result.checks["calibration"]``; if no ε qualifies,
+            :class:`slt_basins.CalibrationError` says what to try.
         localization: γ (default 100, as in Lau et al.'s MNIST experiments): keeps chains near w*,
             at the price of a downward bias in directions where nβ·curvature ≲ γ (rlct-truth §1.7).
         nbeta: nβ; default n/log n with n the number of training examples (see :func:`default_nbeta`).
@@ -584,6 +604,8 @@ def estimate_llc(
         >>> 1.0 < r.llc_mean < 3.0  # a regular model with d = 4 parameters has λ = d/2 = 2
         True
     """
+    if isinstance(step_size, str):
+        return _auto(estimate_llc, locals())
     s = _check_common(num_chains, num_draws, num_burnin, step_size, localization, seed)
     kernel = get_kernel(sampler)
     if not isinstance(model, nn.Module):

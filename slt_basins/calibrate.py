@@ -1,0 +1,755 @@
+"""Choose the step size (and localization, nβ) of an LLC estimate automatically, without a reference.
+
+:func:`calibrate` (a model and its data) and :func:`calibrate_potential` (a loss K(w) given directly)
+run short LLC estimates over a grid of step sizes ε × localizations γ (× optionally nβ), record the
+diagnostics of every cell in a table, and pick a setting by the rules below. No HMC or other
+reference sampler is involved: every rule uses quantities the sampler measures about itself.
+
+The rules (applied by the pure function :func:`select_setting` to the table, in this order):
+
+1. **Stable.** No chain diverged, and the step-size stability ε·(nβ·h + γ)/c < 1 at the chains'
+   final positions (h the largest Hessian eigenvalue there, c = 4 for the Langevin kernels, 8 for
+   SGNHT; ``checks["step_stability_end"]``). Above 1 the discretised chain is unstable in the
+   stiffest direction it met, even if it has not blown up yet.
+2. **Accepted.** Stable, and
+
+   * *small discretisation bias*: the MALA acceptance probability a of the sampler's own proposals
+     at the chains' final positions (``checks["mala_accept"]``) is high enough. For an unadjusted
+     kernel (SGLD, RMSprop-SGLD) the criterion is on the *1-D equivalent acceptance*
+     a₁ = 1 − (1 − a)/√d ≥ ``min_accept`` (default 0.998), with d the number of sampled parameters.
+     Reason: on a d-dimensional Gaussian sampled by SGLD with ε·A/4 = s in every direction, the
+     rejection of Metropolis-adjusting its proposal is 1 − a ≈ 0.64·√d·s^{3/2} (fitted numerically
+     for d = 1…1000 and s ≤ 0.1), while λ̂ is inflated by the factor 1/(1 − s) (rlct-truth §7
+     item 5) whatever d is. A threshold on the raw joint acceptance would therefore allow a 40 %
+     bias at d = 1 (a = 0.9 at s ≈ 0.3) and force needlessly small steps at large d; a₁ ≥ 0.998
+     corresponds to s ≈ 0.02, a variance inflation of about 2 % in the stiffest direction, at every
+     d. Where most parameters are flat (a singular model) the stiff directions dominate the
+     rejection and √d over-normalises, so the rule is more lenient there; rule 3 backs it up.
+     For ``sampler="mala"`` (exact at any ε) a is its own acceptance rate, which only governs
+     mixing: the criterion is a ≥ ``min_accept`` with default 0.5 (the optimal MALA acceptance is
+     about 0.57 in high dimension). Where no acceptance is measured (SGNHT), the stand-in is the
+     step-size stability at the chains' ends: ε·(nβ·h + γ)/c ≤ 0.02, the value at which a Langevin
+     kernel inflates the variance of the stiffest direction by 2 % (without a stability measurement
+     either, e.g. ``check_stability=False``, only rule 3 guards against step-size bias).
+   * *converged*: R-hat ≤ ``max_rhat`` (default 1.1, the classical Gelman–Rubin bound; calibration
+     cells are short, so the stricter 1.05 at which :func:`~slt_basins.estimate_llc` warns would
+     reject too many). Skipped with one chain.
+3. **Plateau.** For each (nβ, γ), with the accepted cells in decreasing ε: a cell is on the
+   plateau when the next smaller ε' of the grid is *stable and converged* (rules 1 and 2 without the
+   acceptance criterion) and the two estimates agree,
+   |λ̂(ε) − λ̂(ε')| ≤ ``plateau_tol``·|λ̂(ε')| + 2·√(MCSE(ε)² + MCSE(ε')²) (default tolerance 0.02,
+   the relative accuracy target of the toy suite). The step-size bias is O(ε), so estimates that no
+   longer move when ε shrinks have lost it, up to the resolution of the calibration runs. The
+   partner's acceptance is not required: at a smaller step the discretisation bias is smaller, and
+   the acceptance measured from the chains' final positions is a snapshot that, on potentials with
+   long flat valleys (w1²w2⁴), falls whenever the chains happen to end in a stiff stretch. Every cell
+   uses the same seed (common random numbers), which makes the difference of neighbouring cells
+   less noisy than the combined MCSE assumes: the test errs on the side of agreement, and rule 2's
+   acceptance criterion is what bounds the bias below that resolution.
+4. **Choice.** For each (nβ, γ), the largest ε on the plateau (the largest unbiased step mixes
+   fastest). Across settings: the largest nβ that has one (nβ is the temperature of the estimand;
+   a smaller nβ is easier to sample but further from the asymptotic regime, so it is only a
+   fallback), then the smallest γ that has one (localization biases λ̂ downward, rlct-truth §1.7;
+   a γ too small to keep the chains near w* shows up as divergence or instability). Pass a single
+   γ to keep yours.
+
+If no cell qualifies, :class:`CalibrationError` (a ValueError) says what to try next (smaller step
+sizes than the grid's minimum, a larger localization, a smaller nβ, more burn-in and draws) and
+carries the full table as ``.table``.
+
+Budget of a cell: ``num_burnin + num_draws`` steps, stretched in two documented cases, never beyond
+8× (the table's ``num_draws``, ``num_burnin`` and ``attempts`` columns show what each cell used):
+
+* below the largest accepted ε of its (nβ, γ), ε_acc, a cell runs for the same Langevin time ε·steps
+  as that cell, i.e. ε_acc/ε times as many steps: a smaller step mixes proportionally slower, and
+  without this the comparison partner of rule 3 fails R-hat and no plateau can be established;
+* a stable cell whose R-hat exceeds ``max_rhat`` is re-run with twice the steps, until R-hat
+  passes or the cap is reached, when it matters: when it passes the acceptance criterion or is the
+  comparison partner of an accepted cell. Singular directions need a longer burn-in at the small
+  steps their curvature away from w* demands. With ``stop_early``, a cell that still fails R-hat at
+  the cap ends the scan of its (nβ, γ): smaller steps would mix even more slowly.
+
+The default step-size grid is scale-free: it starts at the stability limit at w*,
+ε_max = c/(nβ·h* + γ) with h* the largest Hessian eigenvalue at w* (measured by the same power
+iteration :func:`~slt_basins.estimate_llc` uses), and goes down five decades with two points per
+decade (ratio √10). Where w* is singular (h* ≈ 0), ε_max = c/γ is set by the localization and the
+top cells diverge within a few steps, which costs little. With ``stop_early=True`` (default) the
+scan of each (nβ, γ) goes from the largest ε down and stops as soon as rule 3 is settled, so the
+small-ε end of the grid is run only when it is needed.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .llc import _STABILITY_DIVISOR, SamplerDivergedError, estimate_llc, estimate_llc_potential
+from .samplers import get_kernel
+
+__all__ = ["calibrate", "calibrate_potential", "CalibrationResult", "CalibrationError", "select_setting",
+           "default_step_sizes"]
+
+MIN_ACCEPT_UNADJUSTED = 0.998  # 1-D equivalent acceptance; ≈ s = ε·A/4 of 0.02 on a Gaussian
+MIN_ACCEPT_MALA = 0.5
+MAX_STABILITY_UNMEASURED = 0.02  # stand-in for the acceptance criterion where none is measured (SGNHT)
+MAX_RHAT = 1.1
+PLATEAU_TOL = 0.02
+PER_DECADE = 2
+DECADES = 5
+MAX_STRETCH = 8.0  # a cell runs at most 8× the base budget (retries for R-hat; same Langevin time below ε_acc)
+
+_GROUP = ["nbeta", "localization"]
+
+
+class CalibrationError(ValueError):
+    """No setting of the calibration grid passed the rules. The message says what to try next;
+    ``table`` holds every cell that was run, with its ``status``."""
+
+    def __init__(self, message: str, table: Optional[pd.DataFrame] = None):
+        super().__init__(message)
+        self.table = table
+
+
+def default_step_sizes(h_max: float, nbeta: float, localization: float, sampler="sgld",
+                       per_decade: int = PER_DECADE, decades: int = DECADES) -> list[float]:
+    """The default grid: ε_max = c/(nβ·h_max + γ) (the stability limit at w*; c = 4, or 8 for SGNHT)
+    times 10^(−k/per_decade) for k = 0 … per_decade·decades, largest first.
+
+    >>> [round(e, 6) for e in default_step_sizes(2.0, 1000.0, 1.0, decades=1)]
+    [0.001999, 0.000632, 0.0002]
+    """
+    name = get_kernel(sampler).name
+    c = _STABILITY_DIVISOR.get(name, 4.0)
+    scale = nbeta * max(float(h_max), 0.0) + localization
+    if not (scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"cannot derive a step-size grid from nβ·h_max + γ = {scale!r} (h_max = {h_max!r}, "
+                         f"γ = {localization!r}); pass step_sizes explicitly.")
+    top = c / scale
+    return [top * 10.0 ** (-k / per_decade) for k in range(per_decade * decades + 1)]
+
+
+# --- the rules (pure) ---------------------------------------------------------------------------------
+
+def _threshold(sampler: str, min_accept: Optional[float]) -> float:
+    if min_accept is not None:
+        return float(min_accept)
+    return MIN_ACCEPT_MALA if sampler == "mala" else MIN_ACCEPT_UNADJUSTED
+
+
+def _isnum(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v)) and not pd.isna(v)
+
+
+def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, max_rhat: float = MAX_RHAT,
+                   plateau_tol: float = PLATEAU_TOL) -> tuple[pd.DataFrame, Optional[Any], str]:
+    """Apply the calibration rules (module docstring) to a table of cells.
+
+    ``table`` needs one row per cell with columns ``nbeta``, ``localization``, ``step_size``, ``ran``
+    (bool), ``sampler``, ``d``, ``num_chains``, ``diverged`` (number of diverged chains), ``llc``,
+    ``mcse``, ``r_hat``, ``mala_accept`` and ``step_stability_end`` (NaN where not measured).
+
+    Returns ``(annotated, chosen, text)``: a copy of the table, sorted by (nβ descending, γ, ε
+    descending), with the columns ``accept_1d`` (the quantity compared with ``min_accept``),
+    ``stable``, ``converged`` (stable with R-hat ≤ ``max_rhat``: eligible as a plateau partner), ``accepted``, ``delta_next`` and ``tol_next`` (the plateau comparison with the next
+    smaller ε), ``plateau``, ``chosen`` and ``status`` (why each cell was rejected or chosen); the
+    index label of the chosen row, or None; and the reason for the choice, or, when nothing
+    qualifies, the message of the :class:`CalibrationError` to raise.
+    """
+    t = table.sort_values(["nbeta", "localization", "step_size"], ascending=[False, True, False]).copy()
+    n = len(t)
+    acc1 = np.full(n, np.nan)
+    stable = np.zeros(n, bool)
+    accepted = np.zeros(n, bool)
+    converged = np.zeros(n, bool)  # stable and R-hat ≤ max_rhat: eligible as a plateau partner
+    status = [""] * n
+    thresholds = {}
+    for i, (_, r) in enumerate(t.iterrows()):
+        thr = thresholds.setdefault(r["sampler"], _threshold(r["sampler"], min_accept))
+        a = r["mala_accept"]
+        if _isnum(a):
+            acc1[i] = a if r["sampler"] == "mala" else 1.0 - (1.0 - a) / math.sqrt(max(int(r["d"]), 1))
+        s_end = r["step_stability_end"]
+        if not r["ran"]:
+            why = r.get("skip_reason")
+            status[i] = "not run: " + (why if isinstance(why, str) and why else "skipped")
+        elif r["diverged"] > 0:
+            status[i] = (f"diverged: {int(r['diverged'])} of {int(r['num_chains'])} chains"
+                         + (" (all)" if r["diverged"] >= r["num_chains"] else ""))
+        elif _isnum(s_end) and s_end >= 1.0:
+            status[i] = f"unstable: ε·(nβh+γ)/c = {s_end:.3g} ≥ 1 at the chains' final positions"
+        elif not (_isnum(r["llc"]) and _isnum(r["mcse"])):
+            status[i] = "rejected: no finite estimate"
+        else:
+            stable[i] = True
+            if not _isnum(acc1[i]) and _isnum(s_end) and s_end > MAX_STABILITY_UNMEASURED:
+                status[i] = (f"rejected: no MALA acceptance for this sampler, and ε·(nβh+γ)/c = {s_end:.3g} > "
+                             f"{MAX_STABILITY_UNMEASURED:g} at the chains' ends (step-size bias)")
+            elif _isnum(acc1[i]) and acc1[i] < thr:
+                what = ("MALA acceptance" if r["sampler"] == "mala" else
+                        f"MALA acceptance {a:.4f} of its proposals, 1-D equivalent")
+                status[i] = (f"rejected: {what} {acc1[i]:.4f} < {thr:g} "
+                             + ("(mixes poorly)" if r["sampler"] == "mala" else "(step-size bias)"))
+            elif _isnum(r["r_hat"]) and r["r_hat"] > max_rhat:
+                status[i] = f"rejected: R-hat {r['r_hat']:.3f} > {max_rhat:g} (chains not mixed)"
+            else:
+                accepted[i] = True
+            converged[i] = not (_isnum(r["r_hat"]) and r["r_hat"] > max_rhat)
+    delta = np.full(n, np.nan)
+    tol = np.full(n, np.nan)
+    plateau = np.zeros(n, bool)
+    chosen_pos: dict[tuple, int] = {}
+    pos = np.arange(n)
+    keys = list(zip(t["nbeta"], t["localization"]))
+    groups: dict[tuple, list[int]] = {}
+    for i, k in zip(pos, keys):
+        groups.setdefault(k, []).append(i)
+    llc, mcse, eps = t["llc"].to_numpy(float), t["mcse"].to_numpy(float), t["step_size"].to_numpy(float)
+    for k, rows in groups.items():
+        for j, i in enumerate(rows):
+            if not accepted[i]:
+                continue
+            if j + 1 == len(rows):
+                status[i] = "accepted; the smallest step size of the grid, so no smaller one to compare with"
+                continue
+            nxt = rows[j + 1]
+            if not bool(t["ran"].iloc[nxt]):
+                status[i] = "accepted (the comparison partner of the step size above; the next smaller ε was not run)"
+                continue
+            if not converged[nxt]:
+                status[i] = (f"accepted; the next smaller ε = {eps[nxt]:.3g} is not stable and converged, so "
+                             "there is nothing to compare with")
+                continue
+            delta[i] = llc[i] - llc[nxt]
+            tol[i] = plateau_tol * abs(llc[nxt]) + 2.0 * math.hypot(mcse[i], mcse[nxt])
+            plateau[i] = abs(delta[i]) <= tol[i]
+            if plateau[i]:
+                status[i] = (f"on the plateau: λ̂ within {tol[i]:.3g} of λ̂ = {llc[nxt]:.4g} at ε = {eps[nxt]:.3g}")
+                if k not in chosen_pos:
+                    chosen_pos[k] = i
+            else:
+                status[i] = (f"accepted, off the plateau: λ̂ differs by {delta[i]:+.3g} from λ̂ = {llc[nxt]:.4g} at "
+                             f"ε = {eps[nxt]:.3g} (tolerance {tol[i]:.3g})")
+    order = sorted(groups, key=lambda k: (-k[0], k[1]))
+    winner = next((k for k in order if k in chosen_pos), None)
+    chosen = np.zeros(n, bool)
+    for k, i in chosen_pos.items():
+        if k == winner:
+            chosen[i] = True
+            status[i] = "CHOSEN: largest step size on the plateau; " + status[i]
+        else:
+            status[i] = "best of its (nβ, γ), not preferred; " + status[i]
+    t["accept_1d"] = acc1
+    t["stable"], t["converged"], t["accepted"] = stable, converged, accepted
+    t["delta_next"], t["tol_next"] = delta, tol
+    t["plateau"], t["chosen"], t["status"] = plateau, chosen, status
+    if winner is None:
+        return t, None, _failure_message(t, groups, min_accept, max_rhat, plateau_tol)
+    i = chosen_pos[winner]
+    r = t.iloc[i]
+    j = groups[winner][groups[winner].index(i) + 1]
+    thr = _threshold(r["sampler"], min_accept)
+    parts = [f"ε = {r['step_size']:.4g} is the largest step size on the plateau at γ = {r['localization']:g}, "
+             f"nβ = {r['nbeta']:.4g}: no chain diverged"]
+    if _isnum(r["step_stability_end"]):
+        parts.append(f"ε·(nβh+γ)/c = {r['step_stability_end']:.3g} at the chains' ends")
+    if _isnum(r["accept_1d"]):
+        parts.append(("MALA acceptance" if r["sampler"] == "mala" else "1-D equivalent MALA acceptance")
+                     + f" {r['accept_1d']:.4f} ≥ {thr:g}")
+    if _isnum(r["r_hat"]):
+        parts.append(f"R-hat {r['r_hat']:.3f} ≤ {max_rhat:g}")
+    parts.append(f"λ̂ = {r['llc']:.4g} ± {r['mcse']:.2g} agrees with λ̂ = {llc[j]:.4g} ± {mcse[j]:.2g} at "
+                 f"ε = {eps[j]:.3g} (|Δ| = {abs(delta[i]):.3g} ≤ {tol[i]:.3g})")
+    if len(order) > 1:
+        pref = ("the largest nβ, then the smallest γ, with a plateau" if t["nbeta"].nunique() > 1
+                else "the smallest γ with a plateau")
+        parts.append(f"chosen as {pref}")
+    return t, t.index[i], "; ".join(parts) + "."
+
+
+def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float, plateau_tol: float) -> str:
+    """What went wrong in every (nβ, γ), and what to try next."""
+    ran = t[t["ran"]]
+    st = ran["status"]
+    n_div = int(st.str.startswith("diverged").sum())
+    n_unst = int(st.str.startswith("unstable").sum())
+    n_acc = int(st.str.contains("MALA acceptance|no MALA acceptance").sum())
+    n_rhat = int(st.str.contains("R-hat").sum())
+    n_ok = int(ran["accepted"].sum())
+    eps_min = float(ran["step_size"].min()) if len(ran) else float("nan")
+    gam = sorted(t["localization"].unique())
+    nbs = sorted(t["nbeta"].unique())
+    msg = [f"no setting passed the calibration rules ({len(ran)} cells run: {n_div} diverged, {n_unst} unstable, "
+           f"{n_acc} rejected for step-size bias (MALA acceptance, or stability without it), {n_rhat} with R-hat > {max_rhat:g}, {n_ok} accepted but "
+           f"without a plateau within plateau_tol = {plateau_tol:g} + 2 MCSE)."]
+    tips = []
+    bottom_bad = False
+    for rows in groups.values():
+        last = t.iloc[rows[-1]]
+        if last["ran"] and not last["accepted"] and not str(last["status"]).startswith("rejected: R-hat"):
+            bottom_bad = True
+    if bottom_bad or (n_ok and not ran["plateau"].any()):
+        smaller = ", ".join(f"{eps_min * 10 ** (-k / 2):.2g}" for k in (1, 2, 3, 4))
+        tips.append(f"smaller step sizes than the grid's minimum ε = {eps_min:.3g} (e.g. step_sizes=[{smaller}])")
+    if n_div or n_unst or n_acc:
+        tips.append(f"a larger localization (now γ = {', '.join(f'{g:g}' for g in gam)}) or a smaller nβ (now "
+                    f"{', '.join(f'{b:.4g}' for b in nbs)}): both lower the curvature the sampler meets, at the "
+                    "price of a downward (γ) or temperature (nβ) shift of λ̂")
+    if n_rhat or (n_ok and not ran["plateau"].any()):
+        tips.append("more burn-in and draws per cell (num_burnin, num_draws) or more chains: R-hat and the MCSE of "
+                    "short runs at small step sizes decide whether neighbouring estimates can be compared")
+    if not tips:
+        tips.append("a wider grid of step sizes")
+    return " ".join(msg) + " Try " + "; ".join(tips) + ". Every cell and its status are in this error's .table."
+
+
+# --- the result ---------------------------------------------------------------------------------------
+
+@dataclass
+class CalibrationResult:
+    """Outcome of :func:`calibrate` / :func:`calibrate_potential`.
+
+    Attributes:
+        table: one row per cell (nβ, γ, ε) with λ̂, MCSE, R-hat, ESS, diverged chains, MALA acceptance
+            (raw and 1-D equivalent), step-size stability at w* and at the chains' ends, wall time,
+            captured warnings, the rule columns and ``status`` (why each cell was rejected or chosen).
+        step_size, localization, nbeta: the chosen setting (pass ``**settings`` to an estimate).
+        reason: why this setting was chosen, with the measured numbers.
+        rules: the thresholds used.
+        hessian_max_abs_eig: the largest Hessian eigenvalue at w* that set the default grid (None when
+            the grid was given).
+        wall_time_s: total time of the sweep.
+    """
+
+    table: pd.DataFrame
+    step_size: float
+    localization: float
+    nbeta: float
+    reason: str
+    rules: dict = field(default_factory=dict)
+    hessian_max_abs_eig: Optional[float] = None
+    wall_time_s: float = 0.0
+
+    @property
+    def settings(self) -> dict:
+        """``dict(step_size=…, localization=…, nbeta=…)`` for :func:`~slt_basins.estimate_llc`."""
+        return dict(step_size=self.step_size, localization=self.localization, nbeta=self.nbeta)
+
+    def __str__(self) -> str:
+        return (f"calibrated: step_size={self.step_size:.4g}, localization={self.localization:g}, "
+                f"nbeta={self.nbeta:.4g} ({len(self.table)} cells, {self.wall_time_s:.1f} s). {self.reason}")
+
+    def __repr__(self) -> str:
+        return f"CalibrationResult({self})"
+
+    def figure(self, figsize=(8, 6)):
+        """A matplotlib Figure (never shown): λ̂ ± MCSE against ε per (γ, nβ) on a log axis, accepted cells
+        filled, rejected hollow, all-diverged cells as × on the axis, the chosen cell as a star; below, the
+        MALA rejection 1 − a₁ (1-D equivalent; MALA: 1 − its acceptance) with the threshold of rule 2."""
+        return plot_table(self.table, self.rules, figsize=figsize)
+
+    plot = figure
+
+
+def plot_table(table: pd.DataFrame, rules: dict, figsize=(8, 6)):
+    """The figure of :meth:`CalibrationResult.figure` for any annotated table (e.g. ``CalibrationError.table``)."""
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+    several_nb = table["nbeta"].nunique() > 1
+    floor = blended_transform_factory(ax1.transData, ax1.transAxes)
+    for (nb, g), grp in table[table["ran"]].groupby(_GROUP, sort=False):
+        label = f"γ = {g:g}" + (f", nβ = {nb:.4g}" if several_nb else "")
+        grp = grp.sort_values("step_size")
+        fin = grp[np.isfinite(grp["llc"].to_numpy(float))]
+        line = ax1.errorbar(fin["step_size"], fin["llc"], yerr=fin["mcse"], fmt="-", lw=1, capsize=2, label=label)
+        color = line[0].get_color()
+        ok = fin[fin["accepted"]]
+        bad = fin[~fin["accepted"]]
+        ax1.plot(ok["step_size"], ok["llc"], "o", color=color, ms=6)
+        ax1.plot(bad["step_size"], bad["llc"], "o", mfc="none", color=color, ms=6)
+        dead = grp[~np.isfinite(grp["llc"].to_numpy(float))]
+        ax1.plot(dead["step_size"], np.full(len(dead), 0.03), "x", color=color, ms=7, transform=floor)
+        rej = 1.0 - grp["accept_1d"].to_numpy(float)
+        ax2.plot(grp["step_size"], np.maximum(rej, 1e-6), "o-", color=color, ms=4, lw=1)
+    ch = table[table["chosen"]]
+    if len(ch):
+        ax1.plot(ch["step_size"], ch["llc"], "*", ms=16, mfc="gold", mec="k", zorder=5,
+                 label=f"chosen: ε = {ch['step_size'].iloc[0]:.3g}")
+    ax1.plot([], [], "o", color="gray", label="accepted")
+    ax1.plot([], [], "o", mfc="none", color="gray", label="rejected")
+    ax1.plot([], [], "x", color="gray", label="all chains diverged")
+    ax1.set_xscale("log")
+    ax1.set_ylabel("λ̂ ± MCSE")
+    ax1.set_title("LLC against step size (calibration cells)")
+    ax1.legend(fontsize=7, loc="best")
+    thr = rules.get("min_accept_by_sampler", {})
+    for s, a in thr.items():
+        ax2.axhline(1.0 - a, color="k", ls="--", lw=1, label=f"threshold ({s}): 1 − {a:g}")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("step size ε")
+    ax2.set_ylabel("MALA rejection 1 − a₁")
+    ax2.set_title("1-D equivalent MALA rejection (1 − a)/√d of the sampler's proposals (MALA: 1 − its rate)",
+                  fontsize=8)
+    if thr:
+        ax2.legend(fontsize=7, loc="best")
+    return fig
+
+
+# --- the runner (shared by models and potentials) -----------------------------------------------------
+
+def _as_list(name: str, value, default) -> list[float]:
+    if value is None:
+        return [default]
+    vals = [value] if np.isscalar(value) else list(value)
+    if not vals:
+        raise ValueError(f"{name} is empty; pass at least one value (or None for the default).")
+    out = []
+    for v in vals:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be numbers; got {v!r}.") from None
+        if not math.isfinite(f) or f < 0:
+            raise ValueError(f"{name} must be finite and ≥ 0; got {v!r}.")
+        out.append(f)
+    return sorted(set(out), key=out.index)
+
+
+def _short_warnings(caught) -> str:
+    return " | ".join(sorted({str(w.message).split(":")[0][:100] for w in caught}))
+
+
+def _cell(fn: Callable, args: dict) -> dict:
+    """Run one cell; a SamplerDivergedError becomes a row with every chain diverged."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            r = fn(**args)
+        except SamplerDivergedError as e:
+            return dict(ran=True, llc=np.nan, mcse=np.nan, r_hat=np.nan, ess_bulk=np.nan,
+                        diverged=args["num_chains"], mala_accept=np.nan, step_stability=np.nan,
+                        step_stability_end=np.nan, wall_s=time.perf_counter() - t0,
+                        warnings=_short_warnings(caught), error=str(e).split(". To fix")[0][:200])
+    c = r.checks
+
+    def num(key):
+        v = c.get(key)
+        return np.nan if v is None else float(v)
+
+    return dict(ran=True, llc=r.llc_mean, mcse=r.mcse, r_hat=num("r_hat"), ess_bulk=num("ess_bulk"),
+                diverged=len(r.diverged), mala_accept=num("mala_accept"), step_stability=num("step_stability"),
+                step_stability_end=num("step_stability_end"), wall_s=time.perf_counter() - t0,
+                warnings=_short_warnings(caught), error="", d=int(r.config["d"]), nbeta=float(r.nbeta))
+
+
+# Options of estimate_llc that the one-chain pilot run must not use (one process, no checkpoint).
+_SINGLE_RUN = dict(distributed=False, chain_group=None, checkpoint=None, checkpoint_every=None)
+
+
+def _pilot(fn: Callable, args: dict) -> tuple[Optional[float], float, int]:
+    """(h* at w*, nβ, d) from a 4-step SGLD run with a negligible step (the run's own stability check)."""
+    args = {**args, "sampler": "sgld", "num_chains": 1, "num_draws": 4, "num_burnin": 0, "step_size": 1e-12,
+            "divergence_bound": 1e300, "progress": False, **{k: v for k, v in _SINGLE_RUN.items() if k in args}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            r = fn(**args)
+        except SamplerDivergedError:
+            raise ValueError("the loss is not finite within about 1e-6 of w* (a 4-step pilot run with step size "
+                             "1e-12 diverged), so no step size can work: check the loss near w*.") from None
+    h = r.checks.get("hessian_max_abs_eig")
+    return (None if h is None else float(h)), float(r.nbeta), int(r.config["d"])
+
+
+def _calibrate(fn: Callable, base: dict, *, step_sizes, localizations, nbetas, min_accept, max_rhat,
+               plateau_tol, stop_early: bool, progress: bool) -> CalibrationResult:
+    """The sweep behind :func:`calibrate`, :func:`calibrate_potential` and ``step_size="auto"``.
+
+    ``fn`` is :func:`estimate_llc` or :func:`estimate_llc_potential`; ``base`` its arguments except
+    step_size, localization, nbeta and progress."""
+    t_start = time.perf_counter()
+    for k in ("step_size", "localization", "nbeta", "progress"):
+        if k in base:
+            raise TypeError(f"pass {k!r} through the calibration's own arguments (step_sizes, localizations, "
+                            "nbetas), not as an extra keyword.")
+    sampler = get_kernel(base.get("sampler", "sgld")).name
+    gammas = _as_list("localizations", localizations, inspect.signature(fn).parameters["localization"].default)
+    nb_in = None if nbetas is None else _as_list("nbetas", nbetas, None)
+    if nb_in is not None and any(b <= 0 for b in nb_in):
+        raise ValueError(f"nbetas must be > 0; got {nbetas!r}.")
+    grid = None if step_sizes is None else _as_list("step_sizes", step_sizes, None)
+    if grid is not None and any(e <= 0 for e in grid):
+        raise ValueError(f"step sizes must be > 0; got {step_sizes!r}.")
+    h_star = None
+    if grid is None or nb_in is None:
+        h_star, nb_default, _ = _pilot(fn, {**base, "localization": gammas[0],
+                                            **({} if nb_in is None else {"nbeta": nb_in[0]})})
+        if nb_in is None:
+            nb_in = [nb_default]
+        if grid is None and h_star is None:
+            raise ValueError("the top Hessian eigenvalue at w* could not be measured (check_stability=False, or a "
+                             "model torch.func cannot transform), so there is no default step-size grid: pass "
+                             "step_sizes explicitly, e.g. a geometric grid such as [1e-3, 3e-4, 1e-4, 3e-5, 1e-5].")
+    nb_list = sorted(nb_in, reverse=True)
+    steps0 = base.get("num_draws", 1000) + base.get("num_burnin", 500)
+    plan = [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_star, nb, g, sampler))
+            for nb in nb_list for g in sorted(gammas)]
+    rules = dict(min_accept=min_accept, min_accept_by_sampler={sampler: _threshold(sampler, min_accept)},
+                 max_rhat=max_rhat, plateau_tol=plateau_tol, stop_early=stop_early,
+                 num_chains=base.get("num_chains"), num_draws=base.get("num_draws"),
+                 num_burnin=base.get("num_burnin"))
+    rows: list[dict] = []
+    bar = tqdm(total=sum(len(p[2]) for p in plan), desc="calibrating", unit="cell", disable=not progress)
+    try:
+        for nb, g, eps_list in plan:
+            skip, t_anchor = None, None
+            group_rows: list[dict] = []
+            for eps in eps_list:
+                stretch = 1.0 if t_anchor is None else min(MAX_STRETCH, max(1.0, t_anchor / (eps * steps0)))
+                row = dict(nbeta=nb, localization=g, step_size=eps, sampler=sampler,
+                           num_chains=base.get("num_chains", 4), d=np.nan, **_budget(base, stretch), attempts=0)
+                if skip is not None:
+                    row.update(ran=False, llc=np.nan, mcse=np.nan, r_hat=np.nan, ess_bulk=np.nan, diverged=0,
+                               mala_accept=np.nan, step_stability=np.nan, step_stability_end=np.nan, wall_s=0.0,
+                               warnings="", error="", skip_reason=skip, num_draws=0, num_burnin=0)
+                else:
+                    bar.set_postfix_str(f"γ={g:g} ε={eps:.3g}")
+                    spent = 0.0
+                    while True:
+                        budget = _budget(base, stretch)
+                        out = _cell(fn, {**base, **budget, "step_size": eps, "localization": g, "nbeta": nb,
+                                         "progress": False})
+                        out.pop("nbeta", None)
+                        spent += out["wall_s"]
+                        row.update(out, **budget, wall_s=spent, attempts=row["attempts"] + 1)
+                        ann, pick, _ = select_setting(_frame(group_rows + [row]), min_accept=min_accept,
+                                                      max_rhat=max_rhat, plateau_tol=plateau_tol)
+                        mine = ann[ann["step_size"] == eps].iloc[0]
+                        slow = bool(mine["stable"]) and _isnum(mine["r_hat"]) and mine["r_hat"] > max_rhat
+                        # worth converging: it passed the acceptance criterion, or it is a plateau partner
+                        useful = str(mine["status"]).startswith("rejected: R-hat") or t_anchor is not None
+                        if slow and useful and stretch < MAX_STRETCH:
+                            stretch = min(MAX_STRETCH, 2.0 * stretch)  # converging too slowly: retry longer
+                            continue
+                        break
+                    group_rows.append(row)
+                    if t_anchor is None and mine["accepted"]:
+                        t_anchor = eps * sum(budget.values())
+                    if stop_early and pick is not None:
+                        skip = "the scan of this (nβ, γ) had settled at a larger step size"
+                    elif stop_early and slow and stretch >= MAX_STRETCH:
+                        skip = (f"ε = {eps:.3g} did not converge with {MAX_STRETCH:g}× the cell budget, and smaller "
+                                "steps mix more slowly")
+                rows.append(row)
+                bar.update(1)
+    finally:
+        bar.close()
+    d_known = [r["d"] for r in rows if not pd.isna(r["d"])]
+    for r in rows:  # all-diverged cells return no d; every cell samples the same parameters
+        if pd.isna(r["d"]) and d_known:
+            r["d"] = d_known[0]
+    table, pick, text = select_setting(_frame(rows), min_accept=min_accept, max_rhat=max_rhat,
+                                       plateau_tol=plateau_tol)
+    table = table.reset_index(drop=True)
+    if pick is None:
+        raise CalibrationError(text, table)
+    best = table[table["chosen"]].iloc[0]
+    return CalibrationResult(table=table, step_size=float(best["step_size"]),
+                             localization=float(best["localization"]), nbeta=float(best["nbeta"]), reason=text,
+                             rules=rules, hessian_max_abs_eig=h_star, wall_time_s=time.perf_counter() - t_start)
+
+
+_COLUMNS = ["nbeta", "localization", "step_size", "num_draws", "num_burnin", "attempts", "ran", "llc", "mcse", "r_hat", "ess_bulk", "diverged",
+            "num_chains", "mala_accept", "step_stability", "step_stability_end", "wall_s", "sampler", "d",
+            "warnings", "error", "skip_reason"]
+
+
+def _budget(base: dict, stretch: float) -> dict:
+    return {k: int(round(base[k] * stretch)) for k in ("num_draws", "num_burnin") if k in base}
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    return df[[c for c in _COLUMNS if c in df] + [c for c in df if c not in _COLUMNS]]
+
+
+# --- public entry points ------------------------------------------------------------------------------
+
+_RULE_ARGS = """
+        min_accept: threshold of rule 2 on the 1-D equivalent MALA acceptance 1 − (1 − a)/√d (unadjusted
+            kernels; default 0.998 ≈ a 2 % variance inflation on a Gaussian) or on MALA's own acceptance
+            rate (default 0.5).
+        max_rhat: rule 2's bound on R-hat (default 1.1).
+        plateau_tol: rule 3's relative tolerance between neighbouring step sizes (default 0.02), on top of
+            2 combined MCSEs.
+        stop_early: scan each (nβ, γ) from the largest ε down and stop once its plateau is found; the cells
+            not run are kept in the table with ``ran=False``. False runs every cell (a fuller figure).
+        progress: a progress bar over cells (the cells themselves run silently; their warnings are
+            captured into the table's ``warnings`` column)."""
+
+
+def calibrate(
+    model,
+    data,
+    loss="mse",
+    *,
+    step_sizes: Optional[Sequence[float]] = None,
+    localizations: Union[None, float, Sequence[float]] = None,
+    nbetas: Union[None, float, Sequence[float]] = None,
+    sampler="sgld",
+    num_chains: int = 4,
+    num_draws: int = 300,
+    num_burnin: int = 200,
+    batch_size: Optional[int] = None,
+    seed: int = 0,
+    min_accept: Optional[float] = None,
+    max_rhat: float = MAX_RHAT,
+    plateau_tol: float = PLATEAU_TOL,
+    stop_early: bool = True,
+    progress: bool = True,
+    **estimate_llc_kwargs,
+) -> CalibrationResult:
+    """Sweep step size × localization (× nβ) with short :func:`~slt_basins.estimate_llc` runs and pick a
+    setting by the rules of :mod:`slt_basins.calibrate` (no reference sampler needed).
+
+    Args:
+        model, data, loss: as in :func:`~slt_basins.estimate_llc`; the model is not modified.
+        step_sizes: the ε grid; default: from ε_max = c/(nβ·h* + γ) (c = 4, 8 for SGNHT; h* the largest
+            Hessian eigenvalue at w*) down five decades, two points per decade.
+        localizations: γ values (a number or a list); default: estimate_llc's default γ. With several,
+            the smallest γ with a plateau is chosen.
+        nbetas: nβ values; default: n/log n. With several, the largest nβ with a plateau is chosen.
+        sampler, batch_size, seed: as in estimate_llc; every cell uses the same seed.
+        num_chains, num_draws, num_burnin: the budget of each cell (default 4 × (200 + 300) steps).
+        **estimate_llc_kwargs: passed to every cell (``params``, ``device``, ``divergence_bound``, ...).
+        {rule_args}
+
+    Cost: one 4-step pilot run (20 Hessian-vector products for h*) when the grid or nβ is defaulted,
+    then (num_burnin + num_draws) steps per cell that runs, up to 8× for the retries and comparison
+    partners described in the module docstring, plus each cell's stability and MALA checks; cells
+    where every chain diverges stop early. With ``stop_early`` a scan typically runs the diverging
+    top of the grid plus 2–4 full cells (6–11 cells in all on the toy suite's potentials).
+
+    Returns:
+        :class:`CalibrationResult`; use ``estimate_llc(model, data, **result.settings)``.
+
+    Raises:
+        CalibrationError: no setting passed; the message says what to try next, ``.table`` has every cell.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.randn(500, 3); y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(500)
+        >>> model = nn.Linear(3, 1)
+        >>> sol = torch.linalg.lstsq(torch.cat([x, torch.ones(500, 1)], 1), y[:, None]).solution
+        >>> with torch.no_grad(): _ = model.weight.copy_(sol[:3].T); _ = model.bias.copy_(sol[3])
+        >>> cal = calibrate(model, (x, y), localizations=1.0, progress=False)  # doctest: +SKIP
+        >>> cal.step_size < 4 / (cal.nbeta * cal.hessian_max_abs_eig)  # doctest: +SKIP
+        True
+        >>> r = estimate_llc(model, (x, y), **cal.settings, progress=False)  # doctest: +SKIP
+    """
+    base = dict(model=model, data=data, loss=loss, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
+                num_burnin=num_burnin, batch_size=batch_size, seed=seed, **estimate_llc_kwargs)
+    return _calibrate(estimate_llc, base, step_sizes=step_sizes, localizations=localizations, nbetas=nbetas,
+                      min_accept=min_accept, max_rhat=max_rhat, plateau_tol=plateau_tol, stop_early=stop_early,
+                      progress=progress)
+
+
+def calibrate_potential(
+    potential,
+    w_star,
+    *,
+    nbeta: Union[float, Sequence[float]],
+    step_sizes: Optional[Sequence[float]] = None,
+    localizations: Union[None, float, Sequence[float]] = None,
+    sampler="sgld",
+    num_chains: int = 4,
+    num_draws: int = 300,
+    num_burnin: int = 200,
+    seed: int = 0,
+    min_accept: Optional[float] = None,
+    max_rhat: float = MAX_RHAT,
+    plateau_tol: float = PLATEAU_TOL,
+    stop_early: bool = True,
+    progress: bool = True,
+    **estimate_kwargs,
+) -> CalibrationResult:
+    """:func:`calibrate` for a loss K(w) given directly (cells run :func:`~slt_basins.estimate_llc_potential`).
+
+    Args:
+        potential, w_star: as in estimate_llc_potential.
+        nbeta: nβ, or a list of values (the largest with a plateau is chosen).
+        localizations: γ values; default estimate_llc_potential's default γ = 1.
+        step_sizes, sampler, num_chains, num_draws, num_burnin, seed: as in :func:`calibrate`.
+        **estimate_kwargs: passed to every cell (``device``, ``divergence_bound``, ...).
+        {rule_args}
+
+    Example:
+        >>> import torch
+        >>> cal = calibrate_potential(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64),
+        ...                           nbeta=100.0, num_chains=16, progress=False)
+        >>> 0 < cal.step_size * (100.0 * 2 + 1) / 4 <= 0.05  # a small fraction of the stability limit
+        True
+    """
+    base = dict(potential=potential, w_star=w_star, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
+                num_burnin=num_burnin, seed=seed, **estimate_kwargs)
+    return _calibrate(estimate_llc_potential, base, step_sizes=step_sizes, localizations=localizations,
+                      nbetas=nbeta, min_accept=min_accept, max_rhat=max_rhat, plateau_tol=plateau_tol,
+                      stop_early=stop_early, progress=progress)
+
+
+for _f in (calibrate, calibrate_potential):
+    _f.__doc__ = _f.__doc__.replace("        {rule_args}\n", _RULE_ARGS.lstrip("\n") + "\n")
+
+# --- step_size="auto" ---------------------------------------------------------------------------------
+
+AUTO_FRACTION = 5  # calibration cells get 1/5 of the user's draws and burn-in ...
+AUTO_MIN_DRAWS, AUTO_MIN_BURNIN = 200, 100  # ... but at least this many
+
+
+def auto_budget(num_draws: int, num_burnin: int) -> tuple[int, int]:
+    """(draws, burn-in) of each calibration cell behind ``step_size="auto"``."""
+    return (max(AUTO_MIN_DRAWS, num_draws // AUTO_FRACTION), max(AUTO_MIN_BURNIN, num_burnin // AUTO_FRACTION))
+
+
+def run_auto(fn: Callable, args: dict):
+    """``fn(**args)`` with ``args["step_size"] == "auto"``: calibrate ε at the user's γ, nβ, sampler,
+    chains and batch size, then run with it. Called by estimate_llc / estimate_llc_potential."""
+    args = dict(args)
+    spec = args.pop("step_size")
+    if spec != "auto":
+        raise ValueError(f"step_size must be a positive number or 'auto'; got {spec!r}.")
+    draws, burn = auto_budget(int(args["num_draws"]), int(args["num_burnin"]))
+    base = {k: v for k, v in args.items() if k not in ("localization", "nbeta", "progress")}
+    base.update(num_draws=draws, num_burnin=burn)
+    for k in ("checkpoint", "checkpoint_every"):  # calibration cells are not checkpointed
+        if k in base:
+            base[k] = None
+    try:
+        cal = _calibrate(fn, base, step_sizes=None, localizations=[args["localization"]],
+                         nbetas=None if args.get("nbeta") is None else [args["nbeta"]], min_accept=None,
+                         max_rhat=MAX_RHAT, plateau_tol=PLATEAU_TOL, stop_early=True,
+                         progress=args.get("progress", False))
+    except CalibrationError as e:
+        raise CalibrationError(
+            f'step_size="auto" found no step size (calibration cells of {draws} draws after {burn} burn-in steps, '
+            f"1/{AUTO_FRACTION} of the run's): {e} To go further, call slt_basins.calibrate / calibrate_potential "
+            "with those settings (step_sizes, localizations, nbetas, num_draws, num_burnin), or pass a numeric "
+            "step_size.", e.table) from None
+    result = fn(**{**args, "step_size": cal.step_size})
+    result.config["step_size_auto"] = True
+    result.checks["calibration"] = dict(step_size=cal.step_size, reason=cal.reason, wall_time_s=cal.wall_time_s,
+                                        hessian_max_abs_eig=cal.hessian_max_abs_eig, rules=cal.rules,
+                                        table=cal.table.to_dict("records"))
+    return result

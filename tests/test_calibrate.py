@@ -1,0 +1,243 @@
+"""slt_basins.calibrate: the selection rules (pure, exact), the sweep on closed-form potentials, the
+error with advice, and step_size="auto" end to end."""
+import doctest
+import importlib
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from slt_basins import (CalibrationError, CalibrationResult, LLCResult, LLCWarning, calibrate, calibrate_potential,
+                        estimate_llc, estimate_llc_potential)
+from slt_basins.calibrate import default_step_sizes, select_setting
+from slt_basins.toys import finite_temperature_target, power
+from conftest import gaussian_sgld_target
+
+F64 = torch.float64
+
+
+# --- the rules on synthetic tables (pure function, exact expectations) ------------------------------
+
+def cell(eps, llc=0.5, mcse=0.01, r_hat=1.0, diverged=0, acc=1.0, s_end=0.01, d=1, gamma=1.0, nbeta=100.0,
+         sampler="sgld", ran=True, chains=4):
+    return dict(nbeta=nbeta, localization=gamma, step_size=eps, ran=ran, llc=llc, mcse=mcse, r_hat=r_hat,
+                diverged=diverged, num_chains=chains, mala_accept=acc, step_stability_end=s_end, sampler=sampler, d=d)
+
+
+def test_rules_status_and_choice_on_a_synthetic_table():
+    rows = [
+        cell(1e-1, llc=np.nan, mcse=np.nan, r_hat=np.nan, diverged=4, acc=np.nan, s_end=np.nan),
+        cell(3e-2, llc=0.9, s_end=1.5, acc=0.5),  # no divergence yet, but unstable at the chains' ends
+        cell(1e-2, llc=0.7, acc=0.99),  # 1-D equivalent acceptance 0.99 < 0.998
+        cell(3e-3, llc=0.60),  # accepted; differs from 0.51 by 0.09 > 0.02·0.51 + 2·√2·0.01 = 0.0385
+        cell(1e-3, llc=0.51),  # accepted; within 0.02·0.50 + 0.0283 = 0.0383 of 0.50: on the plateau
+        cell(3e-4, llc=0.50, r_hat=1.05),  # accepted (R-hat ≤ 1.1); smallest of the grid
+    ]
+    t, pick, text = select_setting(pd.DataFrame(rows[::-1]))  # input order does not matter
+    assert list(t["step_size"]) == [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4]
+    assert list(t["stable"]) == [False, False, True, True, True, True]
+    assert list(t["accepted"]) == [False, False, False, True, True, True]
+    assert list(t["plateau"]) == [False, False, False, False, True, False]
+    assert list(t["chosen"]) == [False, False, False, False, True, False]
+    assert t.loc[pick, "step_size"] == 1e-3
+    st = list(t["status"])
+    assert st[0].startswith("diverged: 4 of 4 chains (all)")
+    assert st[1].startswith("unstable") and "1.5" in st[1]
+    assert st[2].startswith("rejected: MALA acceptance") and "0.9900 < 0.998" in st[2]
+    assert st[3].startswith("accepted, off the plateau") and "+0.09" in st[3]
+    assert st[4].startswith("CHOSEN")
+    assert st[5].startswith("accepted; the smallest step size")
+    assert t["delta_next"].iloc[3] == pytest.approx(0.09)
+    assert t["tol_next"].iloc[4] == pytest.approx(0.02 * 0.50 + 2 * math.sqrt(2) * 0.01)
+    assert "ε = 0.001 is the largest step size on the plateau" in text
+
+
+def test_acceptance_is_judged_per_dimension_and_mala_by_its_own_rate():
+    base = [cell(1e-2, acc=0.99, d=1), cell(1e-3)]
+    t, _, _ = select_setting(pd.DataFrame(base))
+    assert not t["accepted"].iloc[0] and t["accept_1d"].iloc[0] == pytest.approx(0.99)
+    # the same joint acceptance in d = 100: 1 − 0.01/√100 = 0.999 ≥ 0.998
+    t, pick, _ = select_setting(pd.DataFrame([dict(r, d=100) for r in base]))
+    assert t["accepted"].iloc[0] and t["accept_1d"].iloc[0] == pytest.approx(0.999)
+    assert t.loc[pick, "step_size"] == 1e-2
+    # MALA is exact: only its own acceptance rate ≥ 0.5 matters
+    t, pick, _ = select_setting(pd.DataFrame([cell(1e-2, acc=0.6, sampler="mala"), cell(1e-3, acc=0.9, sampler="mala")]))
+    assert t.loc[pick, "step_size"] == 1e-2
+    t, _, _ = select_setting(pd.DataFrame([cell(1e-2, acc=0.4, sampler="mala"), cell(1e-3, sampler="mala")]))
+    assert not t["accepted"].iloc[0]
+    # the plateau partner must be stable and converged, not accepted: its bias is smaller by construction
+    t, pick, _ = select_setting(pd.DataFrame([cell(1e-2), cell(1e-3, acc=0.99)]))
+    assert t.loc[pick, "step_size"] == 1e-2 and not t["accepted"].iloc[1] and t["converged"].iloc[1]
+    t, pick, _ = select_setting(pd.DataFrame([cell(1e-2), cell(1e-3, r_hat=1.3)]))
+    assert pick is None and "not stable and converged" in t["status"].iloc[0]
+    # an explicit threshold and R-hat bound
+    t, _, _ = select_setting(pd.DataFrame(base), min_accept=0.98)
+    assert t["accepted"].iloc[0]
+    t, _, _ = select_setting(pd.DataFrame([cell(1e-2, r_hat=1.2), cell(1e-3)]), max_rhat=1.1)
+    assert t["status"].iloc[0].startswith("rejected: R-hat 1.200 > 1.1")
+
+
+def test_preference_largest_nbeta_then_smallest_gamma():
+    rows = []
+    for nb in (50.0, 100.0):
+        for g in (1.0, 10.0):
+            rows += [cell(1e-2, gamma=g, nbeta=nb), cell(1e-3, gamma=g, nbeta=nb)]
+    rows[4]["diverged"] = 1  # nβ = 100, γ = 1 at ε = 1e-2: its plateau is lost
+    t, pick, text = select_setting(pd.DataFrame(rows))
+    assert (t.loc[pick, "nbeta"], t.loc[pick, "localization"], t.loc[pick, "step_size"]) == (100.0, 10.0, 1e-2)
+    assert t["chosen"].sum() == 1
+    assert "largest nβ, then the smallest γ" in text
+    assert t["status"].str.startswith("best of its (nβ, γ), not preferred").sum() == 2
+
+
+def test_without_an_acceptance_measure_the_stability_stands_in():
+    rows = [cell(1e-2, acc=np.nan, s_end=0.05, sampler="sgnht"), cell(1e-3, acc=np.nan, s_end=0.015, sampler="sgnht"),
+            cell(1e-4, acc=np.nan, s_end=0.0015, sampler="sgnht")]
+    t, pick, _ = select_setting(pd.DataFrame(rows))
+    assert t["status"].iloc[0].startswith("rejected: no MALA acceptance") and "0.05 > 0.02" in t["status"].iloc[0]
+    assert t.loc[pick, "step_size"] == 1e-3
+
+
+def test_no_plateau_gives_advice_instead_of_a_choice():
+    rows = [cell(1e-2, llc=0.9), cell(1e-3, llc=0.7), cell(1e-4, llc=0.5)]  # still moving with ε
+    t, pick, text = select_setting(pd.DataFrame(rows))
+    assert pick is None and not t["chosen"].any()
+    assert "smaller step sizes than the grid's minimum ε = 0.0001" in text
+    assert "more burn-in and draws" in text
+
+
+def test_default_grid_is_scale_free():
+    a = default_step_sizes(2.0, 1000.0, 1.0)
+    assert a[0] == pytest.approx(4 / 2001) and len(a) == 11
+    assert np.allclose(np.diff(np.log10(a)), -0.5)
+    # rescaling the loss by c and nβ by 1/c leaves the grid unchanged
+    assert np.allclose(default_step_sizes(20.0, 100.0, 1.0), a)
+    assert default_step_sizes(2.0, 1000.0, 1.0, sampler="sgnht")[0] == pytest.approx(8 / 2001)
+    with pytest.raises(ValueError, match="step_sizes"):
+        default_step_sizes(0.0, 100.0, 0.0)
+
+
+# --- sweeps on closed forms ----------------------------------------------------------------------------
+
+def test_gaussian_choice_has_small_exact_step_size_bias():
+    """On K = ½Σ a_i w_i² the SGLD expectation is known at every ε (rlct-truth §7 item 5): the chosen
+    ε has an exact relative step-size bias ≤ 2.5 % (the rules target about 2 %), and is not needlessly
+    small (the next grid point up has a bias above 2 %)."""
+    a = [0.5, 2.0, 8.0]
+    t, g = 100.0, 1.0
+    curv = torch.tensor(a, dtype=F64)
+    cal = calibrate_potential(lambda w: 0.5 * (curv * w ** 2).sum(1), torch.zeros(3, dtype=F64), nbeta=t,
+                              localizations=g, num_chains=16, num_draws=1000, num_burnin=300, progress=False)
+    assert isinstance(cal, CalibrationResult)
+    assert cal.hessian_max_abs_eig == pytest.approx(8.0, rel=1e-3)
+    exact0 = gaussian_sgld_target(a, t, g, 0.0)
+    bias = gaussian_sgld_target(a, t, g, cal.step_size) / exact0 - 1
+    assert 0 < bias <= 0.025, (cal.step_size, bias, cal.table)
+    grid = default_step_sizes(8.0, t, g)
+    up = grid[grid.index(min(grid, key=lambda e: abs(e - cal.step_size))) - 1]
+    assert gaussian_sgld_target(a, t, g, up) / exact0 - 1 > 0.02
+    assert cal.table["chosen"].sum() == 1 and cal.table.loc[cal.table["chosen"], "step_size"].item() == cal.step_size
+
+
+def test_a_grid_where_everything_diverges_raises_with_what_to_try():
+    with pytest.raises(CalibrationError) as info:
+        calibrate_potential(lambda w: w[:, 0] ** 4, torch.zeros(1, dtype=F64), nbeta=1000.0, localizations=1.0,
+                            step_sizes=[1.0, 0.3], num_chains=4, num_draws=50, num_burnin=10, progress=False)
+    err = info.value
+    assert isinstance(err, ValueError)
+    msg = str(err)
+    assert "2 diverged" in msg
+    assert "smaller step sizes than the grid's minimum ε = 0.3" in msg
+    assert "larger localization (now γ = 1)" in msg and "smaller nβ (now 1000)" in msg
+    assert ".table" in msg
+    tab = err.table
+    assert len(tab) == 2 and tab["status"].str.startswith("diverged: 4 of 4 chains").all()
+    assert list(tab["step_size"]) == [1.0, 0.3]
+
+
+def test_auto_says_what_to_do_when_nothing_qualifies():
+    # a divergence bound nothing can satisfy: every cell diverges at its first step
+    with pytest.raises(CalibrationError, match='step_size="auto" found no step size') as info:
+        estimate_llc_potential(lambda w: w[:, 0] ** 4, torch.zeros(1, dtype=F64), nbeta=1000.0, step_size="auto",
+                               divergence_bound=1e-20, num_chains=2, num_draws=20, num_burnin=0, progress=False)
+    assert "11 diverged" in str(info.value) and "pass a numeric step_size" in str(info.value)
+    assert len(info.value.table) == 11
+
+
+def test_auto_step_size_lands_within_the_accuracy_target_on_w4():
+    t, g = 1000.0, 1.0
+    target = finite_temperature_target(power(2), t, localization=g)
+    r = estimate_llc_potential(lambda w: w[:, 0] ** 4, torch.zeros(1, dtype=F64), nbeta=t, localization=g,
+                               step_size="auto", num_chains=64, num_draws=2000, num_burnin=500, progress=False)
+    cal = r.checks["calibration"]
+    assert r.config["step_size"] == cal["step_size"] and r.config["step_size_auto"]
+    assert any(c["chosen"] for c in cal["table"]) and cal["reason"].startswith("ε = ")
+    # the suite's rule is max(2 %, 3 se); the MCSE-based band here also allows the ≈2 % bias the rules permit
+    assert abs(r.llc_mean - target) <= 3 * r.mcse + 0.02 * target, (r.llc_mean, r.mcse, target, cal["step_size"])
+    assert r.mcse < 0.04 * target
+
+
+# --- models -------------------------------------------------------------------------------------------
+
+def linear_regression(n=500):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(n, generator=g)
+    model = nn.Linear(3, 1)
+    sol = torch.linalg.lstsq(torch.cat([x, torch.ones(n, 1)], 1), y[:, None]).solution
+    with torch.no_grad():
+        model.weight.copy_(sol[:3].T)
+        model.bias.copy_(sol[3])
+    return model, (x, y)
+
+
+def test_calibrate_model_over_localizations_with_figure():
+    model, data = linear_regression()
+    before = [p.detach().clone() for p in model.parameters()]
+    cal = calibrate(model, data, localizations=[100.0, 1.0], num_chains=4, num_draws=200, num_burnin=100,
+                    progress=False)
+    assert cal.localization == 1.0  # the smallest γ with a plateau
+    assert cal.nbeta == pytest.approx(500 / math.log(500))
+    assert set(cal.table["localization"]) == {1.0, 100.0}
+    assert cal.settings == dict(step_size=cal.step_size, localization=1.0, nbeta=cal.nbeta)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    fig = cal.figure()
+    from matplotlib.figure import Figure
+
+    assert isinstance(fig, Figure) and len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+    assert cal.plot is not None and "calibrated: step_size=" in str(cal)
+
+
+def test_auto_on_a_model_records_the_calibration_and_saves(tmp_path):
+    model, data = linear_regression()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LLCWarning)
+        r = estimate_llc(model, data, step_size="auto", localization=1.0, num_chains=4, num_draws=500,
+                         num_burnin=200, progress=False)
+    assert 1.6 < r.llc_mean < 2.4  # regular, d = 4: λ = 2
+    assert r.checks["calibration"]["step_size"] == r.config["step_size"]
+    r.save(tmp_path / "r.npz")
+    back = LLCResult.load(tmp_path / "r.npz")
+    assert back.checks["calibration"]["step_size"] == r.config["step_size"]
+    with pytest.raises(ValueError, match="'auto'"):
+        estimate_llc(model, data, step_size="fast", progress=False)
+
+
+def test_bad_calibration_arguments():
+    model, data = linear_regression(50)
+    with pytest.raises(TypeError, match="step_sizes"):
+        calibrate(model, data, step_size=1e-3, progress=False)
+    with pytest.raises(ValueError, match="step sizes must be > 0"):
+        calibrate(model, data, step_sizes=[1e-3, 0.0], progress=False)
+    with pytest.raises(ValueError, match="pass step_sizes explicitly"):
+        calibrate(model, data, check_stability=False, progress=False)
+
+
+def test_docstring_examples():
+    # the package exports the function calibrate, which shadows the module's attribute name
+    res = doctest.testmod(importlib.import_module("slt_basins.calibrate"), optionflags=doctest.ELLIPSIS, verbose=False)
+    assert res.failed == 0 and res.attempted >= 3
