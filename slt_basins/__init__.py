@@ -1,5 +1,6 @@
 """slt_basins: local learning coefficients, exact RLCT ground truth and flatness measures."""
 from .calibrate import CalibrationError, CalibrationResult, calibrate, calibrate_potential
+from .checkpoint import CheckpointMismatchError
 from .compare import compare_measures
 from .curvature import (
     RankResult,
@@ -15,7 +16,12 @@ from .curvature import (
     top_eigenvalues,
 )
 from .llc import LLCWarning, SamplerDivergedError, default_nbeta, estimate_llc, estimate_llc_potential
-from .multitemperature import MultiTemperatureResult, estimate_llc_multitemperature, estimate_llc_multitemperature_potential, fit_multitemperature
+from .multitemperature import (
+    MultiTemperatureResult,
+    estimate_llc_multitemperature,
+    estimate_llc_multitemperature_potential,
+    fit_multitemperature,
+)
 from .result import LLCResult
 from .targets import VmapFallbackWarning
 
@@ -24,7 +30,10 @@ __version__ = "0.1.0"
 __all__ = [
     "estimate_llc",
     "estimate_llc_potential",
-    "estimate_llc_multitemperature", "estimate_llc_multitemperature_potential", "fit_multitemperature", "MultiTemperatureResult",
+    "estimate_llc_multitemperature",
+    "estimate_llc_multitemperature_potential",
+    "fit_multitemperature",
+    "MultiTemperatureResult",
     "compare_measures",
     "calibrate",
     "calibrate_potential",
@@ -34,6 +43,7 @@ __all__ = [
     "LLCResult",
     "LLCWarning",
     "SamplerDivergedError",
+    "CheckpointMismatchError",
     "VmapFallbackWarning",
     "hessian",
     "hessian_rank",

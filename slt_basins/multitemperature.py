@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -487,6 +488,8 @@ def _sweep(call: Callable[..., LLCResult], nbetas, *, n: Optional[int], wbic: bo
                  num_draws=r["num_draws"] if r["num_draws"] is not None else settings["num_draws"],
                  num_burnin=r["num_burnin"] if r["num_burnin"] is not None else settings["num_burnin"],
                  seed=_temperature_seed(settings["seed"], t))
+        if s.get("checkpoint") is not None:  # one checkpoint file per temperature: path.nbeta<t>
+            s["checkpoint"] = f"{os.fspath(s['checkpoint'])}.nbeta{t:.6g}"
         for name in ("num_draws", "num_burnin"):
             if isinstance(s[name], float) and s[name].is_integer():
                 s[name] = int(s[name])
@@ -557,7 +560,7 @@ def _sweep(call: Callable[..., LLCResult], nbetas, *, n: Optional[int], wbic: bo
 
 def _defaults(fn) -> dict:
     p = inspect.signature(fn).parameters
-    return {name: p[name].default for name in _PER_TEMPERATURE + ("seed", "num_chains")}
+    return {name: p[name].default for name in _PER_TEMPERATURE + ("seed", "num_chains", "checkpoint")}
 
 
 def default_nbetas(n: int, num_temperatures: int = 5) -> np.ndarray:
@@ -651,6 +654,7 @@ def estimate_llc_multitemperature(
         step_size_scaling, reference_nbeta: see below.
         **kwargs: passed to :func:`~slt_basins.estimate_llc` (num_chains, num_draws, num_burnin,
             step_size, localization, seed, batch_size, sampler, progress, ...); not ``nbeta``.
+            ``checkpoint=path`` checkpoints each temperature to its own file ``path.nbeta<nβ>``.
     <<sweep>>
     Returns:
         :class:`MultiTemperatureResult` (λ, s.e., m, per-temperature table and results, WBIC).
@@ -718,6 +722,7 @@ def estimate_llc_multitemperature_potential(
             :func:`estimate_llc_multitemperature`.
         **kwargs: passed to :func:`~slt_basins.estimate_llc_potential` (num_chains, num_draws,
             num_burnin, step_size, localization, sampler, seed, progress, ...).
+            ``checkpoint=path`` checkpoints each temperature to its own file ``path.nbeta<nβ>``.
     <<sweep>>
     Example:
         >>> from slt_basins.toys import crossing_valley

@@ -230,3 +230,16 @@ def test_bad_core_inputs():
         fit_multitemperature([10.0, 10.0, 100.0], [0.1] * 3, [0.01] * 3)
     with pytest.raises(ValueError, match="at least 2"):
         estimate_llc_multitemperature(nn.Linear(1, 1), (torch.zeros(50, 1), torch.zeros(50, 1)), nbetas=[10.0])
+
+
+def test_checkpoint_gets_one_file_per_temperature_and_a_rerun_resumes_to_the_same_fit(tmp_path):
+    kw = dict(nbetas=[50.0, 100.0, 200.0], step_size=2e-3, num_chains=4, num_draws=60, num_burnin=20,
+              localization=1.0, check_stability=False, progress=False, checkpoint=tmp_path / "ck")
+    p = lambda w: (w ** 2).sum(1)  # noqa: E731
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = estimate_llc_multitemperature_potential(p, torch.zeros(2, dtype=F64), **kw)
+        again = estimate_llc_multitemperature_potential(p, torch.zeros(2, dtype=F64), **kw)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ck.nbeta100", "ck.nbeta200", "ck.nbeta50"]
+    assert np.array_equal(first.table.llc_mean.to_numpy(), again.table.llc_mean.to_numpy())
+    assert first.llc == again.llc
