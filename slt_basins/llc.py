@@ -30,7 +30,7 @@ from .data import as_tensors
 from .functional import FlatModel
 from .losses import resolve_loss
 from .result import LLCResult
-from .samplers import Hyper, Kernel, get_kernel, langevin_log_accept
+from .samplers import Hyper, Kernel, get_kernel, langevin_log_accept, langevin_proposal
 from .targets import ModelTarget, PotentialTarget
 
 __all__ = ["estimate_llc", "estimate_llc_potential", "default_nbeta", "SamplerDivergedError", "LLCWarning"]
@@ -88,6 +88,12 @@ def _check_common(num_chains, num_draws, num_burnin, step_size, localization, se
         localization=_positive("localization", localization, allow_zero=True),
         seed=_count("seed", seed, 0),
     )
+
+
+# Stability ratio ε·(nβ·h + γ)/c of each kernel whose ratio is defined (see _step_stability).
+_STABILITY_DIVISOR = {"sgld": 4.0, "rmsprop_sgld": 4.0, "sgnht": 8.0}
+# Unadjusted Langevin kernels: their step is a Langevin proposal, so MALA's test of it measures their bias.
+_LANGEVIN = ("sgld", "rmsprop_sgld")
 
 
 class _Scale(NamedTuple):
@@ -218,10 +224,9 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
             f"linear term can shift λ̂ by up to nβ²‖∇L‖²/γ = {bias:.3g} (against λ̂ = {mean:.3g}). "
             "Train to a local minimum first, or raise localization.", LLCWarning, stacklevel=3)
     name = config["sampler"]
-    div = {"sgld": "4", "rmsprop_sgld": "4", "sgnht": "8"}.get(name, "4")
-    what = "ε·(nβ·h_max + γ)/" + div if name != "rmsprop_sgld" else \
+    what = f"ε·(nβ·h_max + γ)/{_STABILITY_DIVISOR.get(name, 4.0):g}" if name != "rmsprop_sgld" else \
         "ε·(nβ·h_max + γ·max G)/4 (h_max of the preconditioned Hessian G^½HG^½)"
-    langevin = name in ("sgld", "rmsprop_sgld")
+    langevin = name in _LANGEVIN
     stab = checks.get("step_stability")
     if stab is not None and stab > 0.1:
         warnings.warn(
@@ -352,9 +357,6 @@ def _grad_checks(checks: dict, g: torch.Tensor, nbeta: float, gamma: float) -> N
     checks["grad_bias_bound"] = (nbeta * gn) ** 2 / gamma if gamma > 0 else (math.inf if gn > 0 else 0.0)
 
 
-_STABILITY_DIVISOR = {"sgld": 4.0, "rmsprop_sgld": 4.0, "sgnht": 8.0}
-
-
 def _step_stability(grad_fn, w: torch.Tensor, s: dict, nbeta: float, kernel_name: str,
                     precond: Optional[torch.Tensor] = None) -> tuple[float, float]:
     """(h, ε·(nβ·h + γ·max G)/c) with h the largest |eigenvalue| of G^½·H·G^½ (H the Hessian of L
@@ -383,9 +385,7 @@ def _mala_probe(kernel, run: ChainRun, hyper: Hyper, loss_and_grad, proposals: i
     z = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
     with torch.no_grad():
         loss, grad_ = loss_and_grad(w)
-        g = torch.ones_like(w) if G is None else G
-        drift = -hyper.nbeta * grad_ - hyper.localization * (w - hyper.w_star)
-        w_new = w + 0.5 * hyper.step_size * g * drift + (hyper.step_size * g).sqrt() * z
+        w_new = langevin_proposal(w, grad_, z, h, G)
         loss_new, grad_new = loss_and_grad(w_new)
         la = langevin_log_accept(w, loss, grad_, w_new, loss_new, grad_new, h, G)
     return float(la.clamp(max=0.0).exp().mean())
@@ -463,7 +463,7 @@ def _sample(kernel, target, hyper: Hyper, config: dict, checks: dict, progress: 
     alive = np.flatnonzero(run.diverged_at < 0)
     if run.accept is not None:
         checks["mala_accept"] = float(run.accept[alive].mean()) if len(alive) else None
-    elif probe is not None and name in ("sgld", "rmsprop_sgld"):
+    elif probe is not None and name in _LANGEVIN:
         try:
             checks["mala_accept"] = _mala_probe(kernel, run, hyper, probe, seed=config["seed"])
         except Exception as e:

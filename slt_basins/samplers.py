@@ -47,7 +47,7 @@ import torch
 __all__ = [
     "Hyper", "Kernel", "SGLDState", "RMSpropState", "SGNHTState", "MALAState",
     "sgld_init", "sgld_step", "SGLD", "rmsprop_sgld", "sgnht", "MALA", "KERNELS", "get_kernel",
-    "langevin_log_accept",
+    "langevin_proposal", "langevin_log_accept",
 ]
 
 LossAndGrad = Callable[[torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -101,10 +101,20 @@ def _potential(w: torch.Tensor, loss: torch.Tensor, hyper: Hyper) -> torch.Tenso
     return hyper.nbeta * loss + 0.5 * hyper.localization * (w - hyper.w_star).square().sum(-1)
 
 
+def langevin_proposal(w: torch.Tensor, grad: torch.Tensor, z: torch.Tensor, hyper: Hyper,
+                      precond: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The Langevin move w + (ε/2)·G·∇log p(w) + √(ε·G)·z for standard normals z (G = 1 without a
+    diagonal preconditioner): SGLD's and RMSprop-SGLD's step and MALA's proposal."""
+    eps = hyper.step_size
+    if precond is None:
+        return w + (0.5 * eps) * _drift(w, grad, hyper) + math.sqrt(eps) * z
+    return w + (0.5 * eps) * precond * _drift(w, grad, hyper) + (eps * precond).sqrt() * z
+
+
 def langevin_log_accept(w, loss, grad, w_new, loss_new, grad_new, hyper: Hyper, precond=None) -> torch.Tensor:
     """log of the Metropolis–Hastings ratio of the Langevin proposal w → w_new, per chain.
 
-    The proposal is q(w'|w) = N(w + (ε/2)·G·∇log p(w), ε·G) with a fixed diagonal preconditioner G
+    The proposal (:func:`langevin_proposal`) is q(w'|w) = N(w + (ε/2)·G·∇log p(w), ε·G) with a fixed diagonal preconditioner G
     (G = 1 for SGLD/MALA). Returns log[p(w') q(w|w') / (p(w) q(w'|w))]; the acceptance probability
     is min(1, exp(·)). Non-finite values (a proposal into overflow) are returned as −inf.
     """
@@ -140,8 +150,7 @@ def sgld_step(state: SGLDState, loss_and_grad: LossAndGrad, noise: torch.Tensor,
     (rlct-truth.md §7 item 5). Returns the new state, ``L_B(w)`` at the old parameters and None.
     """
     loss, grad = loss_and_grad(state.w)
-    w = state.w + (0.5 * hyper.step_size) * _drift(state.w, grad, hyper) + math.sqrt(hyper.step_size) * noise
-    return SGLDState(w), loss, None
+    return SGLDState(langevin_proposal(state.w, grad, noise, hyper)), loss, None
 
 
 SGLD = Kernel("sgld", sgld_init, sgld_step)
@@ -203,9 +212,7 @@ def rmsprop_sgld(decay: float = 0.99, max_gain: float = 1000.0) -> Kernel:
         if hyper.adapt:
             v = decay * v + (1.0 - decay) * (grad * hyper.nbeta).square()
             k = k + 1
-        G = precond(RMSpropState(state.w, v, k))
-        eps = hyper.step_size
-        w = state.w + (0.5 * eps) * G * _drift(state.w, grad, hyper) + (eps * G).sqrt() * noise
+        w = langevin_proposal(state.w, grad, noise, hyper, precond(RMSpropState(state.w, v, k)))
         return RMSpropState(w, v, k), loss, None
 
     return Kernel("rmsprop_sgld", init, step, preconditioner=precond)
@@ -277,9 +284,8 @@ def _mala_step(state: MALAState, loss_and_grad, noise, hyper: Hyper):
     probability min(1, p(w')q(w|w') / (p(w)q(w'|w))). Exact for the localised posterior at any ε
     (full batch); one loss-and-gradient evaluation per step. The last noise column is the
     accept/reject variate (u = Φ(z))."""
-    eps = hyper.step_size
     z, u = noise[:, :-1], noise[:, -1]
-    w_new = state.w + (0.5 * eps) * _drift(state.w, state.grad, hyper) + math.sqrt(eps) * z
+    w_new = langevin_proposal(state.w, state.grad, z, hyper)
     loss_new, grad_new = loss_and_grad(w_new)
     log_a = langevin_log_accept(state.w, state.loss, state.grad, w_new, loss_new, grad_new, hyper)
     take = torch.special.log_ndtr(u) < log_a
