@@ -1,5 +1,5 @@
 """slt_basins: local learning coefficients, exact RLCT ground truth and flatness measures."""
-from .calibrate import CalibrationError, CalibrationResult, calibrate, calibrate_potential
+from .calibration import CalibrationError, CalibrationResult, calibrate, calibrate_potential
 from .checkpoint import CheckpointMismatchError
 from .compare import compare_measures
 from .curvature import (

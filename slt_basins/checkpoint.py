@@ -38,14 +38,14 @@ from typing import Any, Optional
 
 import torch
 
+from .errors import CheckpointMismatchError
+
 __all__ = ["CheckpointMismatchError", "fingerprint", "differences", "tensor_digest", "save", "load", "rank_path",
            "check_layout", "VERSION"]
 
 VERSION = 1
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint file exists but was written with other settings (the message lists them)."""
 
 
 def tensor_digest(t: torch.Tensor) -> str:

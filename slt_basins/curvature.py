@@ -49,6 +49,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
 from .data import as_tensors
+from .errors import RankWarning
 from .functional import FlatModel
 from .losses import LossSpec, resolve_loss
 
@@ -90,8 +91,6 @@ _MATRIX_FREE_HINT = (
 )
 
 
-class RankWarning(UserWarning):
-    """The numerical rank is ill-determined: the spectral gap at the cut is under 2 decades."""
 
 
 # --------------------------------------------------------------------------------------------

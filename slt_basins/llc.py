@@ -27,6 +27,7 @@ from . import diagnostics
 from . import distributed as _dist
 from .chains import ChainRun, run_chains
 from .data import as_tensors
+from .errors import LLCWarning, SamplerDivergedError
 from .functional import FlatModel
 from .losses import resolve_loss
 from .result import LLCResult
@@ -36,16 +37,6 @@ from .targets import ModelTarget, PotentialTarget
 __all__ = ["estimate_llc", "estimate_llc_potential", "default_nbeta", "SamplerDivergedError", "LLCWarning"]
 
 
-class LLCWarning(UserWarning):
-    """The LLC estimate may be biased or unconverged (the message says why and what to change)."""
-
-
-class SamplerDivergedError(RuntimeError):
-    """Every chain diverged. ``partial`` holds the raw traces sampled before that happened."""
-
-    def __init__(self, message: str, partial: Optional[ChainRun] = None):
-        super().__init__(message)
-        self.partial = partial
 
 
 def default_nbeta(n: int) -> float:
@@ -264,8 +255,8 @@ def _finish(run: ChainRun, hyper: Hyper, config: dict, checks: dict, init_loss: 
 
 
 def _auto(fn, args: dict) -> LLCResult:
-    """``step_size="auto"``: calibrate ε first (:func:`slt_basins.calibrate.run_auto`), then run."""
-    from .calibrate import run_auto
+    """``step_size="auto"``: calibrate ε first (:func:`slt_basins.calibration.run_auto`), then run."""
+    from .calibration import run_auto
 
     return run_auto(fn, dict(args))
 

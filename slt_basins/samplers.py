@@ -81,6 +81,13 @@ class Kernel(NamedTuple):
     uses one for its accept/reject uniform). ``full_batch``: the kernel needs the exact loss
     (Metropolis correction), so minibatches are refused. ``preconditioner(state)`` returns the
     diagonal preconditioner ``(chains, d)`` of a preconditioned kernel, or None.
+
+    ``stability_divisor`` c: the kernel is stable in a direction of curvature h while its stability
+    ratio ε·(nβ·h + γ)/c < 1 (c = 4 for Langevin steps, 8 for SGNHT's momentum form with η = ε/2);
+    None for kernels without such a rule (MALA, exact at any ε), which skips the stability checks.
+    ``langevin``: the step is an (unadjusted) Langevin proposal, so the Metropolis acceptance of that
+    proposal measures the kernel's discretisation bias (the MALA probe of the post-run checks).
+    A kernel built by hand states both facts itself, and gets the same checks as the built-in ones.
     """
 
     name: str
@@ -89,6 +96,8 @@ class Kernel(NamedTuple):
     extra_noise: int = 0
     full_batch: bool = False
     preconditioner: Optional[Callable] = None
+    stability_divisor: Optional[float] = None
+    langevin: bool = False
 
 
 def _drift(w: torch.Tensor, grad: torch.Tensor, hyper: Hyper) -> torch.Tensor:
@@ -147,13 +156,13 @@ def sgld_step(state: SGLDState, loss_and_grad: LossAndGrad, noise: torch.Tensor,
 
     For a Gaussian target of precision A the stationary variance of this update is
     1/(A(1 − εA/4)): stable only for εA < 4, and biased upward by the factor 1/(1 − εA/4)
-    (rlct-truth.md §7 item 5). Returns the new state, ``L_B(w)`` at the old parameters and None.
+    (the step-size bias; see the docs page Theory). Returns the new state, ``L_B(w)`` at the old parameters and None.
     """
     loss, grad = loss_and_grad(state.w)
     return SGLDState(langevin_proposal(state.w, grad, noise, hyper)), loss, None
 
 
-SGLD = Kernel("sgld", sgld_init, sgld_step)
+SGLD = Kernel("sgld", sgld_init, sgld_step, stability_divisor=4.0, langevin=True)
 
 
 # --- RMSprop-preconditioned SGLD -----------------------------------------------------------------
@@ -215,7 +224,7 @@ def rmsprop_sgld(decay: float = 0.99, max_gain: float = 1000.0) -> Kernel:
         w = langevin_proposal(state.w, grad, noise, hyper, precond(RMSpropState(state.w, v, k)))
         return RMSpropState(w, v, k), loss, None
 
-    return Kernel("rmsprop_sgld", init, step, preconditioner=precond)
+    return Kernel("rmsprop_sgld", init, step, preconditioner=precond, stability_divisor=4.0, langevin=True)
 
 
 # --- SGNHT -----------------------------------------------------------------------------------------
@@ -261,7 +270,7 @@ def sgnht(friction: float = 0.1) -> Kernel:
         alpha = state.alpha + (p.square().mean(-1) - eta)
         return SGNHTState(w, p, alpha), loss, None
 
-    return Kernel("sgnht", init, step)
+    return Kernel("sgnht", init, step, stability_divisor=8.0)
 
 
 # --- MALA ------------------------------------------------------------------------------------------

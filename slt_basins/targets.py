@@ -13,14 +13,13 @@ import torch
 from torch.func import vmap
 
 from .chains import ChainStream
+from .errors import VmapFallbackWarning
 from .functional import FlatModel
 from .losses import LossSpec
 
 __all__ = ["PotentialTarget", "ModelTarget", "VmapFallbackWarning"]
 
 
-class VmapFallbackWarning(UserWarning):
-    """The model could not be vectorised over chains with torch.func.vmap; chains run in a loop."""
 
 
 class PotentialTarget:

@@ -13,7 +13,7 @@ from torch import nn
 
 from slt_basins import (CalibrationError, CalibrationResult, LLCResult, LLCWarning, calibrate, calibrate_potential,
                         estimate_llc, estimate_llc_potential)
-from slt_basins.calibrate import default_step_sizes, select_setting
+from slt_basins.calibration import default_step_sizes, select_setting
 from slt_basins.toys import finite_temperature_target, power
 from conftest import gaussian_sgld_target
 
@@ -239,5 +239,5 @@ def test_bad_calibration_arguments():
 
 def test_docstring_examples():
     # the package exports the function calibrate, which shadows the module's attribute name
-    res = doctest.testmod(importlib.import_module("slt_basins.calibrate"), optionflags=doctest.ELLIPSIS, verbose=False)
+    res = doctest.testmod(importlib.import_module("slt_basins.calibration"), optionflags=doctest.ELLIPSIS, verbose=False)
     assert res.failed == 0 and res.attempted >= 3

@@ -92,6 +92,7 @@ from tqdm.auto import tqdm
 
 from .llc import _STABILITY_DIVISOR, SamplerDivergedError, estimate_llc, estimate_llc_potential
 from .samplers import get_kernel
+from .errors import CalibrationError
 
 __all__ = ["calibrate", "calibrate_potential", "CalibrationResult", "CalibrationError", "select_setting",
            "default_step_sizes"]
@@ -108,13 +109,6 @@ MAX_STRETCH = 8.0  # a cell runs at most 8× the base budget (retries for R-hat;
 _GROUP = ["nbeta", "localization"]
 
 
-class CalibrationError(ValueError):
-    """No setting of the calibration grid passed the rules. The message says what to try next;
-    ``table`` holds every cell that was run, with its ``status``."""
-
-    def __init__(self, message: str, table: Optional[pd.DataFrame] = None):
-        super().__init__(message)
-        self.table = table
 
 
 def default_step_sizes(h_max: float, nbeta: float, localization: float, sampler="sgld",
