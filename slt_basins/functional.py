@@ -7,13 +7,16 @@ module with ``torch.func.functional_call``, so that ``torch.func.vmap`` can batc
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Union
+from collections.abc import Mapping
+from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-__all__ = ["FlatModel"]
+from .data import model_inputs
+
+__all__ = ["FlatModel", "output_tensor"]
 
 
 class FlatModel:
@@ -82,32 +85,92 @@ class FlatModel:
 
     @property
     def d(self) -> int:
+        """The number of sampled parameters (the length of ``w``)."""
         return int(self.w_star.numel())
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the sampled parameters (all share one)."""
         return self.w_star.dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the sampled parameters."""
         return self.w_star.device
 
     def unflatten(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split a flat ``(d,)`` vector into a ``{name: tensor}`` dict of parameter shapes."""
+        """Split a flat ``(d,)`` vector into a ``{name: tensor}`` dict of parameter shapes.
+
+        Example:
+            >>> {k: tuple(v.shape) for k, v in FlatModel(nn.Linear(3, 2)).unflatten(torch.zeros(8)).items()}
+            {'weight': (2, 3), 'bias': (2,)}
+        """
         out = {}
         for name, chunk, shape in zip(self.names, torch.split(w, self.numels), self.shapes):
             out[name] = chunk.reshape(shape)
         return out
 
-    def forward(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Model outputs at flat parameters ``w`` (shape ``(d,)``) on inputs ``x``."""
-        tensors = {**self.fixed, **self.buffers, **self.unflatten(w)}
-        return functional_call(self.model, tensors, (x,))
+    def forward(self, w: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """The module's raw output ``model(*args, **kwargs)`` at flat parameters ``w`` (shape ``(d,)``).
 
-    def to(self, device=None, dtype=None) -> "FlatModel":
-        """Move w*, fixed parameters and buffers (the module itself is moved too)."""
-        self.model.to(device=device)
-        self.w_star = self.w_star.to(device=device, dtype=dtype)
-        self.fixed = {n: t.to(device) for n, t in self.fixed.items()}
-        self.buffers = {n: t.to(device) for n, t in self.buffers.items()}
-        return self
+        Uses ``torch.func.functional_call``, so ``torch.func.vmap`` can batch over a leading chain
+        dimension of ``w`` (and of the inputs). The output is whatever the module returns.
+
+        Example:
+            >>> fm = FlatModel(nn.Linear(3, 1))
+            >>> fm.forward(fm.w_star, input=torch.zeros(2, 3)).shape
+            torch.Size([2, 1])
+        """
+        tensors = {**self.fixed, **self.buffers, **self.unflatten(w)}
+        return functional_call(self.model, tensors, args, kwargs)
+
+    def outputs(self, w: torch.Tensor, batch: Any) -> torch.Tensor:
+        """The output tensor the loss takes, on a batch, at flat parameters ``w``.
+
+        ``batch`` is a tensor of inputs, a tuple ``(inputs, targets)`` (``model(inputs)``) or a
+        dict (``model(**inputs)`` without the keys of :data:`slt_basins.data.TARGET_KEYS`); the
+        module's output is reduced to one tensor by :func:`output_tensor`.
+
+        Example:
+            >>> fm = FlatModel(nn.Linear(3, 1))
+            >>> fm.outputs(fm.w_star, (torch.zeros(2, 3), torch.zeros(2))).shape
+            torch.Size([2, 1])
+        """
+        args, kwargs = model_inputs(batch)
+        return output_tensor(self.forward(w, *args, **kwargs))
+
+
+def output_tensor(out: Any) -> torch.Tensor:
+    """The tensor of a model's output that the loss takes.
+
+    A tensor is returned as it is; an object with a tensor ``.logits`` (a HuggingFace
+    ``ModelOutput``) gives ``.logits``; a dict gives its ``"logits"`` entry, else its only tensor
+    value; a tuple or list gives (the output tensor of) its first item.
+
+    Raises:
+        TypeError: for any other output, saying how to wrap the model.
+
+    Example:
+        >>> output_tensor((torch.ones(2), torch.zeros(3))).tolist()
+        [1.0, 1.0]
+        >>> output_tensor({"logits": torch.zeros(1), "hidden": torch.ones(1)}).tolist()
+        [0.0]
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, Mapping):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        tensors = [k for k, v in out.items() if isinstance(v, torch.Tensor)]
+        if len(tensors) == 1:
+            return out[tensors[0]]
+        raise TypeError(f"the model returned a dict with keys {list(out)} and no 'logits'; wrap the model so that "
+                        "it returns the tensor the loss takes (or a dict with a 'logits' entry).")
+    if isinstance(out, (tuple, list)) and len(out) > 0:
+        return output_tensor(out[0])
+    raise TypeError(f"the model must return a tensor, a tuple (first item used), a dict with 'logits' or an object "
+                    f"with .logits; got {type(out).__name__}. Wrap the model so that forward returns the outputs "
+                    "the loss takes.")
