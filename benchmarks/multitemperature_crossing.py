@@ -4,7 +4,7 @@ Potentials: w1²w2² (λ = 1/2, m = 2) and w1²w2²w3² (λ = 1/2, m = 3), sampl
 Gaussian localiser γ = 1 at w* = 0 (the package's potential sampler has no box), so the exact
 finite-t value at each nβ is t·E_t[K] under exp(−tK − |w|²/2), computed by quadrature
 (:func:`slt_basins.toys.finite_temperature_target`). These differ slightly from the uniform-box
-table of rlct-truth.md §7 (e.g. 0.3903 instead of 0.3873 for w1²w2² at t = 10³) but have the same
+values of slt_basins.toys.crossing_valley_box_target (e.g. 0.3903 instead of 0.3873 for w1²w2² at t = 10³) but have the same
 λ and m.
 
 Settings: nβ = 10, 31.6, 100, 316, 1000 (two decades); SGLD with ε·nβ = 0.05 at every temperature

@@ -84,7 +84,7 @@ def reference(dln, x):
                          wall_s=time.perf_counter() - t0,
                          warnings=" | ".join(sorted({str(w.message)[:60] for w in caught}))))
         print(rows[-1], flush=True)
-    # Multi-temperature extrapolation (rlct-truth §7 item 9a) on the same exact L_n: λ̂(nβ) over
+    # Multi-temperature extrapolation (docs/theory.md) on the same exact L_n: λ̂(nβ) over
     # nβ = n/log²n … n, fitted by λ − s/log nβ (+ ν/log² nβ); ε ∝ 1/nβ from 2e-5 at n/log n.
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:

@@ -341,7 +341,7 @@ def notes(df: pd.DataFrame, nbeta: float) -> str:
         "- **Timing.** Wall time of the whole call. slt_basins' includes its default stability checks (top "
         "Hessian eigenvalue by 20 Hessian-vector products at w* and at up to 4 chain end points); `sampling_s` in "
         "the CSV is its sampling loop alone. devinterp runs with `cores=1` (chains one after another in "
-        "the process; peers.md measured `cores=2` slower on 2 cores). One tiny untimed call of each package "
+        "the process; `cores=2` was slower than `cores=1` on 2 cores in an earlier probe). One tiny untimed call of each package "
         "precedes the table. Both run with the same torch thread count (in the machine line; `--threads`, "
         "default 1): while this benchmark was written, other processes shared the 2 cores (load 4–5), and in a "
         "probe then, 2 threads per process made both packages up to ~70× slower than 1 thread (OpenMP threads "

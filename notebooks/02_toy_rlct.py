@@ -70,7 +70,7 @@ QUICK = os.environ.get("SLT_BASINS_QUICK") == "1"
 # a Figure display when it is a cell's last expression.
 plt.switch_backend(plt.get_backend())
 plt.rcParams.update({"figure.dpi": 80, "savefig.dpi": 80})
-torch.set_num_threads(1)  # as the README's table; small models gain nothing from a second thread
+torch.set_num_threads(1)  # as the full reproduction table; small models gain nothing from a second thread
 T_START = time.perf_counter()
 print(f"mode: {'QUICK' if QUICK else 'FULL'}; slt_basins {slt_basins.__version__}, torch {torch.__version__}")
 
@@ -230,7 +230,7 @@ print(f"notebook run time: {time.perf_counter() - T_START:.0f} s ({'QUICK' if QU
 #   RRR (4,3,8) 13 % high (1.8 se), DLN [4,5,3,4] 10.4 % low, DLN [10,5,5,5,10] 22 % low with
 #   ε·(nβ·h_max + γ)/4 = 0.99 where its chains ended, and DLN [10,20,20,20,10] 48 % low with R-hat 1.49.
 #   R-hat exceeds 1.05 in 11 of the 18 runs (the diagnostics table), so these error bars are not
-#   reliable; the README's full table uses 4× longer chains.
+#   reliable; the full table (docs/ground-truth.md) uses 4× longer chains.
 # * **Multiplicity bias.** The exact t·E_t[K] approaches λ = 1/2 slowly: for w1²w2² it is 0.327, 0.420
 #   and 0.445 at t = 30, 3·10⁴ and 10⁷ (still 0.055 below λ at 10⁷); for w1²w2²w3² 0.230, 0.351 and 0.395
 #   (0.106 below at 10⁷). The leading-order value λ − (m−1)/log t lies below the exact value at every

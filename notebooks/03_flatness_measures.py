@@ -16,7 +16,7 @@
 # %% [markdown]
 # # 03 · Flatness measures against the LLC, measured
 #
-# The "basin broadness" discussion (`shared/reference/basin-flatness.md`) makes claims about the
+# The "basin broadness" discussion (its claims are listed in `docs/flatness.md`) makes claims about the
 # Hessian rank, the rank of the behavioural Jacobian G, information loss, basin volume and the
 # learning coefficient. This notebook measures each one on models where the answer can be checked:
 #

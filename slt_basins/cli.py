@@ -74,7 +74,7 @@ def demo(args) -> int:
     for w in caught:
         print(f"  WARNING: {w.message}")
     print("\n  The MCSE is the sampler's error bar only. λ̂ also depends on the localisation γ and step size ε")
-    print("  (both bias it; see README 'Limits of the estimator'): rerun with --localization and --step-size to see how much.")
+    print("  (both bias it; see docs/estimating.md, 'When not to trust a number'): rerun with --localization and --step-size to see how much.")
     print(f"\n  total time {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -202,12 +202,12 @@ def run_case(case: Case, seed: int = 0, distributed: bool = False, device=None) 
 
 
 def _verdict(row: dict) -> str:
-    """Which accuracy target the row meets, and which bias explains a miss (rlct-truth §7)."""
+    """Which accuracy target the row meets, and which bias explains a miss (docs/theory.md)."""
     if row["finite_t_target"] is not None and not pd.isna(row["finite_t_target"]):
         tol = max(0.02 * row["finite_t_target"], 3 * row["se"])
         if abs(row["llc"] - row["finite_t_target"]) <= tol:
             return "meets: within max(2%, 3 se) of the target"
-        return ("MISSES max(2%, 3 se) of the target: " + ("above: step-size bias (§7.5)" if row["llc"] > row["finite_t_target"]
+        return ("MISSES max(2%, 3 se) of the target: " + ("above: step-size bias (docs/theory.md)" if row["llc"] > row["finite_t_target"]
                                      else "below: chains not mixed (too few steps)"))
     end = row.get("step_stability_end") or 0.0
     stiff = f"; ε·(nβh+γ)/4 = {end:.2g} where the chains ended" if end > 0.1 else ""
@@ -218,8 +218,8 @@ def _verdict(row: dict) -> str:
         if row["rel_err_lambda"] < 0:
             return what + ": below: chains not mixed along degenerate directions (too few steps at this ε)" + stiff
         if stiff:
-            return what + ": above: step-size bias, the chains drift into stiffer regions (§7.5)" + stiff
-        return what + ": above: minibatch gradient noise (§7.6) or too few draws"
+            return what + ": above: step-size bias, the chains drift into stiffer regions (docs/theory.md)" + stiff
+        return what + ": above: minibatch gradient noise (docs/theory.md) or too few draws"
     return "reported (no target)"
 
 
@@ -249,7 +249,7 @@ def reproduce(quick: bool = False, seed: int = 0, progress: bool = True, distrib
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """The table of :func:`reproduce` as GitHub markdown (as shown in the README)."""
+    """The table of :func:`reproduce` as GitHub markdown (as shown in docs/ground-truth.md)."""
 
     def num(v, fmt):
         return "" if v is None or pd.isna(v) else format(v, fmt)

@@ -124,7 +124,7 @@ def test_default_grid_is_scale_free():
 # --- sweeps on closed forms ----------------------------------------------------------------------------
 
 def test_gaussian_choice_has_small_exact_step_size_bias():
-    """On K = ½Σ a_i w_i² the SGLD expectation is known at every ε (rlct-truth §7 item 5): the chosen
+    """On K = ½Σ a_i w_i² the SGLD expectation is known at every ε (step-size bias, docs/theory.md): the chosen
     ε has an exact relative step-size bias ≤ 2.5 % (the rules target about 2 %), and is not needlessly
     small (the next grid point up has a bias above 2 %)."""
     a = [0.5, 2.0, 8.0]

@@ -1,4 +1,4 @@
-"""Tests for slt_basins.curvature: Hessian / G ranks against known formulas (rlct-truth.md §5)."""
+"""Tests for slt_basins.curvature: Hessian / G ranks against known formulas (docs/flatness.md; Singh, Bachmann & Hofmann 2021)."""
 from __future__ import annotations
 
 import math
@@ -237,7 +237,7 @@ def test_rank_h_exceeds_rank_g_with_noisy_labels_at_the_erm():
 
 
 def test_cross_entropy_gauss_newton_rank_below_g_rank():
-    """[5,6,4,3] at a generic point with random labels (rlct-truth.md §5.2-5.3): rank G = 15 on
+    """[5,6,4,3] at a generic point with random labels (Singh, Bachmann & Hofmann 2021, arXiv:2106.16225): rank G = 15 on
     logits, rank H_o = rank G_probs = 10 (Singh's formula with k → k−1), rank H = 42."""
     widths, n = [5, 6, 4, 3], 50
     m = dln(widths)

@@ -56,7 +56,7 @@ def test_minibatch_paired_baseline_is_unbiased():
     eps, gamma = 1e-3, 1.0
     r = run(model, data, step_size=eps, localization=gamma, batch_size=50, num_chains=8,
             num_draws=3000, num_burnin=500)
-    # With small label noise the minibatch gradient noise (an upward bias, rlct-truth §7 item 6)
+    # With small label noise the minibatch gradient noise (an upward bias, docs/theory.md)
     # is below the error bar, so the exact full-batch formula applies.
     exact = gaussian_sgld_target(curv, 400 / math.log(400), gamma, eps)
     assert r.config["paired_baseline"] == "per-example cache"

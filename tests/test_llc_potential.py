@@ -1,4 +1,4 @@
-"""estimate_llc_potential against closed forms and quadrature (rlct-truth.md §1.7, §7)."""
+"""estimate_llc_potential against closed forms and quadrature (localisation and finite-temperature biases, docs/theory.md)."""
 import math
 import warnings
 
@@ -52,7 +52,7 @@ def test_quadratic_step_size_bias_is_detected():
 def test_w4_matches_localized_finite_t_value():
     t, g = 1e3, 100.0
     target = quad_target_power(2, t, g)
-    assert abs(target - 0.0961) < 1e-4  # rlct-truth.md §1.7 table
+    assert abs(target - 0.0961) < 1e-4  # tests/data/cases.json, id 3 (gauss gamma=100, t=1e3)
     r = quiet(potential=lambda w: w[:, 0] ** 4, w_star=torch.zeros(1, dtype=F64), nbeta=t,
               localization=g, step_size=3e-4, num_chains=256, num_draws=2000, num_burnin=1000)
     assert abs(r.llc_mean - target) < 4 * r.mcse, (r.llc_mean, target, r.mcse)
@@ -62,7 +62,7 @@ def test_w4_matches_localized_finite_t_value():
 def test_w1sq_plus_w2_quartic_matches_finite_t_value():
     t, g, eps = 1e3, 100.0, 1e-4
     quartic = quad_target_power(2, t, g)
-    assert abs(quad_target_power(1, t, g) + quartic - 0.5723) < 1e-4  # §1.7 table
+    assert abs(quad_target_power(1, t, g) + quartic - 0.5723) < 1e-4  # exact: w1² in closed form, w2⁴ by quadrature
     # The quadratic block is Gaussian, so its SGLD expectation (step-size bias included) is exact.
     target = gaussian_sgld_target([2.0], t, g, eps) + quartic
     r = quiet(potential=lambda w: w[:, 0] ** 2 + w[:, 1] ** 4, w_star=torch.zeros(2, dtype=F64),

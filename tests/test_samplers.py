@@ -1,4 +1,4 @@
-"""Every sampler against closed forms (Gaussian targets, rlct-truth.md §7 item 5) and quadrature.
+"""Every sampler against closed forms (Gaussian targets: the step-size bias of docs/theory.md) and quadrature.
 
 Kernel-level tests drive ``run_chains`` directly, so that the frozen RMSprop preconditioner G of
 each chain is known and the exact stationary expectation can be computed per chain.

@@ -1,7 +1,7 @@
 """slt_basins.toys: parsing, evaluation, models, input validation and docstring examples.
 
-Reference values come from the project's reference rlct-truth.md (a copy of its cases.json is in
-tests/data/cases.json, with sources in rlct-truth.md); exact values are tested in test_toys_truth.py.
+Reference values are the benchmark cases of tests/data/cases.json (formulas and papers in
+docs/ground-truth.md); exact values are tested in test_toys_truth.py.
 """
 from __future__ import annotations
 
@@ -464,7 +464,7 @@ def test_dln_teacher_model_dataset(widths, r):
 
 
 def test_minimal_teacher_hessian_rank_equals_formula():
-    """§5.2: at a minimal point rank Hess K = r(d_in + d_out - r); x ~ N(0, I) gives K = ||W - W0||_F^2."""
+    """docs/flatness.md: at a minimal point rank Hess K = r(d_in + d_out - r); x ~ N(0, I) gives K = ||W - W0||_F^2."""
     for widths, r in [([4, 5, 3, 4], 2), ([3, 4, 2], 1), ([2, 3, 3, 2], 0)]:
         net = DeepLinearNetwork(widths, r)
         T = net.teacher()

@@ -1,14 +1,14 @@
 """Property-based tests (hypothesis) of the exact RLCT code in :mod:`slt_basins.toys`.
 
 Every assertion is an exact :class:`fractions.Fraction` / int equality. The properties are the
-structural facts of the reference ``rlct-truth.md``:
+structural facts stated on docs/ground-truth.md:
 
-* §1.4: the Newton-polyhedron (λ, m) is invariant under relabelling the variables and under
+* Newton polyhedra (Varchenko 1976; Lin 2011): the (λ, m) is invariant under relabelling the variables and under
   positive rescaling of the coefficients (P(K) depends on the support only; certification on the
   support and the signs only);
-* §1.3: sums in disjoint variables add, λ = λ_f + λ_g, m = m_f + m_g − 1;
-* §1.2: a monomial Π w_i^(2k_i) has λ = 1/(2 max k_i), m = #ties at the max;
-* §2 / §3.1: the decomposition identities of reduced rank regression and deep linear networks,
+* sums in disjoint variables add (Lin 2011), λ = λ_f + λ_g, m = m_f + m_g − 1;
+* normal crossings (Watanabe 2009): a monomial Π w_i^(2k_i) has λ = 1/(2 max k_i), m = #ties at the max;
+* Aoyagi & Watanabe 2005 / Aoyagi 2024: the decomposition identities of reduced rank regression and deep linear networks,
   and DLN with two layers = Aoyagi–Watanabe.
 
 Budget: the whole file runs in a few seconds on 2 cores (small ``max_examples``, no deadline).
@@ -45,7 +45,7 @@ def even_exponent(d: int):
 def even_positive_terms(draw, d=None, max_d=4, max_terms=4):
     """{exponent: coefficient} of a sum of even monomials with positive rational coefficients.
 
-    Such a K is a sum of squares of monomials, so Newton non-degeneracy is certified (§1.4).
+    Such a K is a sum of squares of monomials, so Newton non-degeneracy is certified (Lin 2011).
     """
     if d is None:
         d = draw(st.integers(1, max_d))
@@ -150,7 +150,7 @@ def test_individual_positive_scaling(data):
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. sums in disjoint variables (§1.3)
+# 3. sums in disjoint variables (Lin 2011)
 # ---------------------------------------------------------------------------------------------
 def _join(f, g, a, b):
     """f(w1..wa) + g(w_{a+1}..w_{a+b}) as one dict of length-(a+b) exponents."""
@@ -211,7 +211,7 @@ def test_disjoint_sum_rule_single_block(data):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. decomposition identities for RRR (§2) and DLN (§3.1)
+# 4. decomposition identities for RRR (Aoyagi & Watanabe 2005) and DLN (Aoyagi 2024)
 # ---------------------------------------------------------------------------------------------
 dim = st.integers(1, 12)
 
@@ -282,14 +282,14 @@ def test_dln_two_layers_is_rrr(M, H, N, data):
 @settings(max_examples=20, **SETTINGS)
 @given(L=st.integers(1, 8))
 def test_dln_all_ones_is_crossing_valley(L):
-    """Widths [1]*(L+1), r = 0: K = (w1⋯wL)², a monomial: λ = 1/2, m = L (§3.1), same as Newton."""
+    """Widths [1]*(L+1), r = 0: K = (w1⋯wL)², a monomial: λ = 1/2, m = L (Aoyagi 2024), same as Newton."""
     a = dln_rlct([1] * (L + 1), 0)
     b = crossing_valley(*([1] * L)).rlct()
     assert (a.value, a.multiplicity) == (b.value, b.multiplicity) == (Fraction(1, 2), L)
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. monomials (§1.2)
+# 6. monomials (Watanabe 2009)
 # ---------------------------------------------------------------------------------------------
 @settings(max_examples=80, **SETTINGS)
 @given(k=st.lists(st.integers(0, 5), min_size=1, max_size=6).filter(any), c=pos_fraction)
@@ -310,7 +310,7 @@ def test_monomial_rlct(k, c):
 @given(data=st.data())
 def test_dominated_terms_do_not_matter(data):
     """Adding c·w^(α+β) with α in the support, β ≥ 0, β ≠ 0 (any sign, any parity) leaves P(K) and
-    its compact faces unchanged, hence (λ, m, certified) too (§1.4)."""
+    its compact faces unchanged, hence (λ, m, certified) too (Varchenko 1976)."""
     terms = data.draw(even_positive_terms())
     d = len(next(iter(terms)))
     alpha = data.draw(st.sampled_from(sorted(terms)))

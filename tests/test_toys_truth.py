@@ -1,7 +1,8 @@
-"""Exact ground-truth values of slt_basins.toys against the project reference.
+"""Exact ground-truth values of slt_basins.toys against the benchmark cases of tests/data/cases.json.
 
-tests/data/cases.json is copied from the project's reference (shared/reference/cases.json); the
-sources of every value are given in rlct-truth.md (§1, §2, §3, §6, §7, §8).
+Each case names its source: Watanabe 2009 (monomials), Varchenko 1976 and Lin 2011 (Newton polyhedra),
+Aoyagi & Watanabe 2005 (reduced rank regression), Aoyagi 2024 (deep linear networks), Lau et al. 2023,
+arXiv:2308.12108 (toy potentials); docs/ground-truth.md and docs/theory.md give the formulas.
 """
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ from slt_basins.toys.rlct import _newton_block
 CASES = json.loads((Path(__file__).parent / "data" / "cases.json").read_text())
 BY_ID = {str(c["id"]): c for c in CASES}
 
-# cases.json rows whose prior vanishes at w* (model text: "prior |w1|^6 |w2|^3")
+# rows of tests/data/cases.json whose prior vanishes at w* (model text: "prior |w1|^6 |w2|^3")
 PRIOR = {"11": (6, 3)}
-# Newton-degenerate rows: Newton's value (rlct-truth.md §1.4), which differs from the true lam
+# Newton-degenerate rows: Newton's value (Varchenko 1976), which differs from the true lam
 NEWTON_DEGENERATE = {"12": Fraction(1), "13": Fraction(1)}
 
 
@@ -46,7 +47,7 @@ def F(s) -> Fraction:
 
 
 # ---------------------------------------------------------------------------------------------
-# §1: polynomial potentials
+# polynomial potentials (docs/ground-truth.md)
 # ---------------------------------------------------------------------------------------------
 POLY_ROWS = [c for c in CASES if c["potential"]]
 
@@ -72,13 +73,13 @@ def test_cases_json_polynomial_rows(case):
         assert r.certified is True
         assert (r.value, r.multiplicity) == (F(case["lam"]), case["multiplicity"])
     assert float(r) == pytest.approx(float(r.value))
-    # Hessian sandwich (§5.1) for priors positive at w*: rank/2 <= lam <= rank/2 + (d - rank)/4
+    # Hessian sandwich (docs/flatness.md) for priors positive at w*: rank/2 <= lam <= rank/2 + (d - rank)/4
     if case["prior_positive_at_wstar"]:
         lam, rk, d = F(case["lam"]), case["hessian_rank"], case["d"]
         assert Fraction(rk, 2) <= lam <= Fraction(rk, 2) + Fraction(d - rk, 4)
 
 
-# §1.4 verified table (including §1.1–1.3 examples)
+# Newton-polyhedron values (Varchenko 1976; Lin 2011), including single powers, monomials and sums
 NEWTON_TABLE = [
     ("w1**2", "1/2", 1),
     ("w1**4", "1/4", 1),
@@ -100,7 +101,7 @@ NEWTON_TABLE = [
     ("(w1**2+w2**2)**4", "1/4", 1),
     ("(w1**2+w2**2)**2", "1/2", 1),
     ("w1**4+w2**4", "1/2", 1),
-    # §1.5
+    # crossing-valley variants
     ("(w1*w2)**2 + (w1*w2)**4", "1/2", 2),
     ("(w1*w2*w3*w4)**2", "1/2", 4),
 ]
@@ -125,7 +126,7 @@ def test_vertex_enumeration_methods_agree(expr, lam, m, method):
      ("w1**2+w2**2", "1", 1), ("w1**2 + w2**4 + w3**6*w4**2", "11/12", 1)],
 )
 def test_sum_rule_equals_newton_on_the_whole_polyhedron(expr, lam, m):
-    """The block decomposition (§1.3) must agree with the LP on the undivided polyhedron."""
+    """The block decomposition (Lin 2011) must agree with the LP on the undivided polyhedron."""
     K = Polynomial(expr)
     pts, cfs = zip(*K.terms.items())
     whole = _newton_block(list(pts), list(cfs), [Fraction(1)] * K.d, list(range(K.d)), "exact")
@@ -135,7 +136,7 @@ def test_sum_rule_equals_newton_on_the_whole_polyhedron(expr, lam, m):
 
 
 def test_degenerate_cases_are_not_certified():
-    # §1.4: Newton gives (1, .), (1, .), (1/2, 1); the truth is (1/2,1), (1/2,1), (1/2,2)
+    # degenerate faces: Newton gives (1, .), (1, .), (1/2, 1); the truth is (1/2,1), (1/2,1), (1/2,2)
     for expr, newton in [("(w1-w2)**2", (1, 1)), ("(w1*w2 - w3*w4)**2", (1, None)),
                          ("(w1**2 - w2**2)**2", (Fraction(1, 2), 1))]:
         r = Polynomial(expr).rlct()
@@ -149,7 +150,7 @@ def test_degenerate_cases_are_not_certified():
 
 
 def test_monomial_prior_rule_lau_v1_pairs():
-    """§1.2/§4: lam = min_i (h_i+1)/(2k_i) over k_i > 0, m = number of ties (Lau et al. v1 pairs)."""
+    """Watanabe 2009: lam = min_i (h_i+1)/(2k_i) over k_i > 0, m = number of ties (Lau et al. v1 pairs)."""
     pairs = [((0, 1), (0, 0)), ((1, 0), (0, 0)), ((1, 2), (0, 0)), ((1, 3), (0, 0)),
              ((1, 3), (1, 0)), ((3, 1), (1, 1)), ((1, 1), (0, 0)), ((2, 1), (2, 2)),
              ((2, 3), (0, 4)), ((1, 1), (1, 1)), ((4, 1), (6, 3)), ((3, 1), (3, 2))]
@@ -160,7 +161,7 @@ def test_monomial_prior_rule_lau_v1_pairs():
         assert r.value == min(vals), (k, h)
         assert r.multiplicity == vals.count(min(vals)), (k, h)
         assert r.certified
-    # row 11 explicitly, and the §1.5 prior row (w1 w2)^2 with prior |w1||w2| -> (1, 2)
+    # row 11 explicitly, and the crossing valley with the prior row (w1 w2)^2 with prior |w1||w2| -> (1, 2)
     assert Polynomial("w1**8*w2**2").rlct([6, 3]).value == Fraction(7, 8)
     r = Polynomial("w1**2*w2**2").rlct(["1", 1.0])
     assert (r.value, r.multiplicity) == (1, 2)
@@ -169,7 +170,7 @@ def test_monomial_prior_rule_lau_v1_pairs():
 
 
 def test_local_rlct_by_shifting():
-    # §1.5: crossing valley at an axis point (a, 0): (1/2, 1)
+    # crossing valley at an axis point (a, 0): (1/2, 1)
     r = Polynomial("w1**2*w2**2").shift([Fraction(3, 2), 0]).rlct()
     assert (r.value, r.multiplicity, r.certified) == (Fraction(1, 2), 1, True)
     # rows 29a/29b: Lau two-component K = (w1-1)^2 (w1^2+w2^2)^4
@@ -180,7 +181,7 @@ def test_local_rlct_by_shifting():
     assert (r1.value, r1.multiplicity, r1.certified) == (Fraction(1, 2), 1, True)
     assert K.shift([1, "3/10"]).hessian_rank() == BY_ID["29a"]["hessian_rank"]
     assert K.hessian_rank() == BY_ID["29b"]["hessian_rank"]
-    # (w1 w2 - c)^2 at a point of the smooth hyperbola is Morse-Bott, (1/2, 1) (§1.5). In these
+    # (w1 w2 - c)^2 at a point of the smooth hyperbola is Morse-Bott, (1/2, 1). In these
     # coordinates K = (2u + v + uv)^2 has a cross term, so Newton (value 1) must not be certified:
     K = Polynomial("(w1*w2 - 2)**2").shift([1, 2])
     r = K.rlct()
@@ -205,7 +206,7 @@ def test_row1_regular_quadratic_and_row15_sum_of_powers():
 
 
 def test_scalar_deep_product_matches_aoyagi():
-    # row 25 and §1.5: (w1...wL)^2 <-> DLN widths [1]*(L+1), r = 0: both (1/2, L)
+    # row 25: (w1...wL)^2 <-> DLN widths [1]*(L+1), r = 0: both (1/2, L)
     for L in range(1, 7):
         r_poly = Polynomial({(2,) * L: 1}).rlct()
         r_dln = dln_rlct([1] * (L + 1), 0)
@@ -214,7 +215,7 @@ def test_scalar_deep_product_matches_aoyagi():
 
 
 # ---------------------------------------------------------------------------------------------
-# §2: reduced rank regression
+# reduced rank regression (Aoyagi & Watanabe 2005)
 # ---------------------------------------------------------------------------------------------
 RRR_TABLE = [
     ((5, 3, 5, 1), "8", 1, "1a"),
@@ -244,7 +245,7 @@ def test_rrr_table(args, lam, m, case):
 
 
 def test_rrr_worked_example():
-    # §2: M=5, H=3, N=5, r=1 -> case 1a, lam = 8 = 9/2 + lam(4,2,4;0) = 9/2 + 7/2
+    # worked example: M=5, H=3, N=5, r=1 -> case 1a, lam = 8 = 9/2 + lam(4,2,4;0) = 9/2 + 7/2
     assert rrr_rlct(5, 3, 5, 1).value == 8
     assert rrr_rlct(4, 2, 4, 0).value == Fraction(7, 2)
     assert ReducedRankRegression(5, 3, 5, 1).d == 30
@@ -282,7 +283,7 @@ def test_dln_with_two_layers_equals_rrr():
 
 
 # ---------------------------------------------------------------------------------------------
-# §3: deep linear networks
+# deep linear networks (Aoyagi 2024)
 # ---------------------------------------------------------------------------------------------
 DLN_TABLE = [
     ([4, 5, 3, 4], 0, 47, "5", 3),
@@ -370,7 +371,7 @@ def test_cases_json_linear_rows(case):
 
 
 def test_row20_non_minimal_point_hessian_rank():
-    """§3.2 counter-example: (3,3,3), r=1, A0 invertible, B0 of rank 1: Hessian rank 9 (LLC 9/2)."""
+    """Global vs local counter-example (docs/ground-truth.md): (3,3,3), r=1, A0 invertible, B0 of rank 1: Hessian rank 9 (LLC 9/2)."""
     g = torch.Generator().manual_seed(0)
     A0 = torch.randn(3, 3, generator=g, dtype=torch.float64) + 3 * torch.eye(3, dtype=torch.float64)
     B0 = torch.randn(3, 1, generator=g, dtype=torch.float64) @ torch.randn(1, 3, generator=g, dtype=torch.float64)
@@ -386,7 +387,7 @@ def test_row20_non_minimal_point_hessian_rank():
 
 
 # ---------------------------------------------------------------------------------------------
-# §1.7 and §7: finite-temperature targets
+# finite-temperature targets (docs/theory.md)
 # ---------------------------------------------------------------------------------------------
 GAUSS_TABLE = [  # (K, t, gamma=1, gamma=100, gamma=1e4)
     ("w1**2", 1e3, 0.4998, 0.4762, 0.0833),
@@ -407,7 +408,7 @@ def test_gaussian_localisation_table(expr, t, v1, v100, v1e4):
         assert round(finite_temperature_target(K, t, localization=gamma), 4) == pytest.approx(v, abs=1e-12)
 
 
-BOX_TABLE = {  # §7: t = 1e2 .. 1e6, uniform on [-1, 1]^d
+BOX_TABLE = {  # exact t·E_t[K], t = 1e2 .. 1e6, uniform on [-1, 1]^d
     "w1**2": [0.5000] * 5,
     "w1**4": [0.2500] * 5,
     "w1**2+w2**4": [0.7500] * 5,
@@ -463,14 +464,14 @@ def test_crossing_valley_formula_matches_quadrature():
 
 
 def test_homogeneous_law_gamma_mean():
-    # §7 item 1: quasi-homogeneous K with flat prior: t K ~ Gamma(lam, 1), E = lam for any t
+    # quasi-homogeneous K with flat prior: t K ~ Gamma(lam, 1), E = lam for any t
     for expr, lam in [("w1**2 + w2**4", 0.75), ("w1**2 + w2**2", 1.0), ("w1**4 + w2**6", 5 / 12)]:
         for t in [1e2, 1e5]:
             assert finite_temperature_target(Polynomial(expr), t, box=1) == pytest.approx(lam, abs=1e-6)
 
 
 def test_gaussian_target_closed_form():
-    # §1.7: t E[K] for K = 1/2 a w^2: w^2 has a = 2
+    # Gaussian localisation: t E[K] for K = 1/2 a w^2: w^2 has a = 2
     for t, gammas, vals in [(1e3, [1, 100, 1e4], [0.4998, 0.4762, 0.0833]),
                             (1e4, [1, 100, 1e4], [0.5000, 0.4975, 0.3333])]:
         for g, v in zip(gammas, vals):
@@ -484,7 +485,7 @@ def test_gaussian_target_closed_form():
 
 
 def test_gaussian_target_step_size_bias():
-    # §7 item 5: ULA w' = (1 - eps A/2) w + sqrt(eps) xi has stationary variance eps / (1 - rho^2)
+    # step-size bias: ULA w' = (1 - eps A/2) w + sqrt(eps) xi has stationary variance eps / (1 - rho^2)
     t, a, gamma, eps = 1e3, 2.0, 10.0, 1e-3
     A = t * a + gamma
     rho = 1 - eps * A / 2

@@ -10,7 +10,7 @@
   :func:`multiplicity_bias`: exact finite-nβ values of t·E[K] to test samplers without the
   asymptotic bias.
 
-The formulas and verified values come from the project's reference ``rlct-truth.md`` (§1–3, 6–8).
+The formulas and their papers are on the documentation page ``docs/ground-truth.md``.
 
 Example:
     >>> from slt_basins.toys import Polynomial, dln_rlct

@@ -1,16 +1,16 @@
 """Exact finite-temperature targets for LLC estimators (no sampling).
 
 The SGLD-based LLC estimator at inverse temperature t = nβ estimates t·E_t[K] under a localised
-tempered posterior, and for finite t this differs from λ (``rlct-truth.md`` §1.7 and §7). The
+tempered posterior, and for finite t this differs from λ (localisation and finite-temperature biases, ``docs/theory.md``). The
 functions here give that finite-t quantity exactly (closed forms) or by deterministic quadrature,
 so a sampler can be tested separately from the asymptotic bias:
 
 * :func:`finite_temperature_target`: t·E[K] under p(w) ∝ exp(−tK(w) − γ/2‖w‖²) on R^d and/or the
   uniform prior on [−b, b]^d, by tensor-product Gauss–Legendre quadrature (d ≤ 3).
 * :func:`gaussian_target`: the exact expected estimate for quadratic K, including the step-size bias
-  of full-batch SGLD/ULA (§7 item 5).
-* :func:`crossing_valley_box_target`: exact t·E[w1²w2²] on [−1, 1]² (§7 item 2).
-* :func:`multiplicity_bias`: the leading-order value λ − (m−1)/log t (§7 item 2).
+  of full-batch SGLD/ULA.
+* :func:`crossing_valley_box_target`: exact t·E[w1²w2²] on [−1, 1]².
+* :func:`multiplicity_bias`: the leading-order value λ − (m−1)/log t (Watanabe 2009).
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def finite_temperature_target(
     The expectation is under p(w) ∝ exp(−t K(w) − (γ/2)‖w‖²) (Gaussian localisation at w* = 0,
     γ = ``localization``), on R^d, or on the box [−b, b]^d if ``box=b`` (uniform prior when
     ``localization`` is None), or both. This is what a perfect sampler would give for the LLC
-    estimator t·(E[L] − L(w*)) with L − L(w*) = K, before the t → ∞ limit (``rlct-truth.md`` §1.7, §7).
+    estimator t·(E[L] − L(w*)) with L − L(w*) = K, before the t → ∞ limit (``docs/theory.md``).
 
     Args:
         potential: a :class:`~slt_basins.toys.Polynomial`, or any callable mapping a float64 tensor
@@ -168,7 +168,7 @@ def finite_temperature_target(
         raise ValueError(
             f"finite_temperature_target uses tensor-product quadrature and supports d <= 3, got d = {d}; "
             "for larger d use a closed form (gaussian_target, or t*K ~ Gamma(lambda, 1) for "
-            "quasi-homogeneous K with a flat prior, rlct-truth.md §7 item 1)"
+            "quasi-homogeneous K with a flat prior, see docs/theory.md)"
         )
     t = _positive_float("nbeta", nbeta)
     if localization is None and box is None:
@@ -221,7 +221,7 @@ def gaussian_target(
 
     For the full-batch SGLD/ULA update w' = w + (ε/2)∇log p + √ε ξ on p ∝ exp(−tK − γ/2‖w‖²), the
     stationary variance in direction i is 1/(A_i(1 − εA_i/4)) with A_i = t a_i + γ, hence
-    (``rlct-truth.md`` §7 item 5, §1.7)::
+    (step-size and localisation biases, ``docs/theory.md``)::
 
         E[t K] = Σ_i ½ · (t a_i / (t a_i + γ)) / (1 − ε (t a_i + γ)/4).
 
@@ -235,7 +235,7 @@ def gaussian_target(
         ValueError: negative curvature, bad parameters, or an unstable step ε(t a_i + γ) ≥ 4.
 
     Example:
-        >>> round(gaussian_target([2.0], 1e3, 1e4), 4)      # w² at t = 1e3, γ = 1e4 (§1.7)
+        >>> round(gaussian_target([2.0], 1e3, 1e4), 4)      # w² at t = 1e3, γ = 1e4
         0.0833
     """
     t = _positive_float("nbeta", nbeta)
@@ -266,7 +266,7 @@ def gaussian_target(
 def crossing_valley_box_target(nbeta: float) -> float:
     """Exact t·E_t[w1²w2²] under the uniform prior on [−1, 1]² (up to exponentially small terms).
 
-    Value: 1/2 − 1/(log t + γ_E + 2 log 2) (``rlct-truth.md`` §7 item 2; cases.json row 6), the
+    Value: 1/2 − 1/(log t + γ_E + 2 log 2) (tests/data/cases.json, id 6), the
     multiplicity bias of the crossing valley (λ = 1/2, m = 2). Valid for t ≳ 10 (the neglected
     terms are O(e^{−t})).
 
@@ -279,7 +279,7 @@ def crossing_valley_box_target(nbeta: float) -> float:
 
 
 def multiplicity_bias(rlct, nbeta: float) -> float:
-    """Leading-order finite-t value λ − (m − 1)/log t of t·E_t[K] (``rlct-truth.md`` §7 item 2).
+    """Leading-order finite-t value λ − (m − 1)/log t of t·E_t[K] (Watanabe 2009; ``docs/theory.md``).
 
     From Z(t) ≍ C t^{−λ}(log t)^{m−1}: t·E_t[K] = λ − (m−1)/log t + O(1/log² t). The bias is
     downward whenever m > 1.

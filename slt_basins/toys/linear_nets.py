@@ -1,10 +1,10 @@
 """Exact learning coefficients of reduced rank regression and deep linear networks.
 
 * :func:`rrr_rlct`: Aoyagi & Watanabe (2005), *Neural Networks* 18(7):924–933, Main Theorem: the RLCT of
-  y = B A x with A ∈ R^{H×M}, B ∈ R^{N×H} and true rank r (``rlct-truth.md`` §2).
+  y = B A x with A ∈ R^{H×M}, B ∈ R^{N×H} and true rank r.
 * :func:`dln_rlct`: Aoyagi (2024), *Neural Networks* 172:106132, Thm 1 / Def. 3 (also Furman & Lau
   2024, Thm B.1): the RLCT of f(x) = W_L ⋯ W_1 x with widths H^(1) (input), …, H^(L+1) (output) and
-  true rank r (§3.1). For L = 2 it coincides with :func:`rrr_rlct`.
+  true rank r. For L = 2 it coincides with :func:`rrr_rlct`.
 * :class:`DeepLinearNetwork` / :class:`ReducedRankRegression`: teacher, data and ``nn.Sequential`` model
   at a **minimal** true point (every layer of rank exactly r).
 
@@ -12,7 +12,7 @@
 whole set of true parameters. The LLC at a particular true parameter equals it at minimal points
 (every layer of rank r; derived for L = 2, conjectured for L ≥ 3) and is in general *larger*
 elsewhere, so the formula is only a lower bound there. Example: (M, H, N) = (3, 3, 3), r = 1 with A0
-invertible and B0 of rank 1 is Morse–Bott with LLC 9/2, while Aoyagi–Watanabe gives 4 (§3.2).
+invertible and B0 of rank 1 is Morse–Bott with LLC 9/2, while Aoyagi–Watanabe gives 4 (``docs/ground-truth.md``).
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def rrr_rlct(M: int, H: int, N: int, r: int) -> RLCT:
         This is the global value; it equals the LLC at minimal points (rank A0 = rank B0 = r) and
         is only a lower bound for the LLC elsewhere (module docstring).
 
-    Cases (``rlct-truth.md`` §2): with N+r ≤ M+H, M+r ≤ N+H, H+r ≤ M+N:
+    Cases (Aoyagi & Watanabe 2005, Main Theorem): with N+r ≤ M+H, M+r ≤ N+H, H+r ≤ M+N:
     1a (M+H+N+r even) λ = [2(H+r)(M+N) − (M−N)² − (H+r)²]/8, m = 1;
     1b (odd) the same +1/8, m = 2. Otherwise 2: M+H < N+r, λ = (HM − Hr + Nr)/2;
     3: N+H < M+r, λ = (HN − Hr + Mr)/2; 4: M+N < H+r, λ = MN/2; all with m = 1.
@@ -109,7 +109,7 @@ def dln_rlct(widths: Sequence[int], r: int) -> RLCT:
             W_l has shape (H^(l+1), H^(l)).
         r: rank of the true product, 0 ≤ r ≤ min(widths).
 
-    Method (``rlct-truth.md`` §3.1): M^(s) = H^(s) − r. The unique set S (|S| = ℓ+1, ℓ ≥ 1) is a
+    Method (Aoyagi 2024, Thm 1 / Def. 3): M^(s) = H^(s) − r. The unique set S (|S| = ℓ+1, ℓ ≥ 1) is a
     prefix of the sorted M's (ties never split) with Σ_S M ≥ ℓ·max_S M and Σ_S M < ℓ·min_{∉S} M.
     With Σ = Σ_S M, M̄ = ⌈Σ/ℓ⌉, a = Σ − (M̄−1)ℓ:
     λ = [−r² + r(H^(1) + H^(L+1))]/2 + a(ℓ−a)/(4ℓ) − ℓ(ℓ−1)/4·(Σ/ℓ)² + ½ Σ_{s<t∈S} M^(s)M^(t),
@@ -176,8 +176,8 @@ class DeepLinearNetwork:
     The teacher has **every layer of rank exactly r**: W_l = U_l diag(s_l) V_lᵀ with U_l, V_l having
     r orthonormal columns (QR of Gaussians) and s_l ~ U[0.5, 1.5], resampled until the product has
     rank r. At such minimal points the LLC equals :meth:`rlct` (Aoyagi's global value; derived for
-    L = 2, conjectured for L ≥ 3); at other true points it is only a lower bound (``rlct-truth.md``
-    §3.2). For r = 0 all weights are 0.
+    L = 2, conjectured for L ≥ 3); at other true points it is only a lower bound (``docs/ground-truth.md``).
+    For r = 0 all weights are 0.
 
     Data (:meth:`dataset`): x ~ N(0, I_{H^(1)}), y = teacher(x) + noise_std·N(0, I). The population
     MSE (mean over samples and outputs) is then ‖W_L⋯W_1 − W0‖_F² / H^(L+1) + noise_std².
@@ -216,7 +216,7 @@ class DeepLinearNetwork:
         return dln_rlct(self.widths, self.r)
 
     def hessian_rank(self) -> int:
-        """Rank of Hess K at a minimal true point: r(H^(1) + H^(L+1) − r) (= G-rank; §5.2).
+        """Rank of Hess K at a minimal true point: r(H^(1) + H^(L+1) − r) (= G-rank; ``docs/flatness.md``).
 
         2·λ minus this is 2·λ_DLN(H − r; 0), the singular part. Example:
             >>> DeepLinearNetwork([10, 5, 5, 5, 10], 2).hessian_rank()

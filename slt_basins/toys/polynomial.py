@@ -474,7 +474,7 @@ class Polynomial:
             polyhedron is odd or negative, e.g. ``w1**3``, ``w1*w2``, ``-w1**2``).
 
         Example:
-            >>> Polynomial("w1**8*w2**2").rlct(prior_exponents=[6, 3]).value   # cases.json row 11
+            >>> Polynomial("w1**8*w2**2").rlct(prior_exponents=[6, 3]).value   # λ = min((6+1)/8, (3+1)/2)
             Fraction(7, 8)
         """
         return newton_rlct(self._terms, prior_exponents)
@@ -633,7 +633,7 @@ class Polynomial:
         ``torch.nn.functional.mse_loss`` (mean over samples *and* the J outputs) the population loss
         is (K(w) + J·noise_std²)/J; for J = 1 it is K(w) + noise_std². A Gaussian negative
         log-likelihood with variance σ² gives K/(2σ²) + const instead; λ is unchanged by such
-        rescaling, only nβ is (``rlct-truth.md`` §7 item 10).
+        rescaling, only nβ is (``docs/theory.md``, rescaling).
 
         Returns:
             ``(model, (x, y))``.
@@ -716,7 +716,7 @@ class PolynomialRegression(nn.Module):
 # convenience constructors
 # ---------------------------------------------------------------------------------------------
 def power(k: int) -> Polynomial:
-    """K(w) = w^(2k) in one variable (λ = 1/(2k), m = 1; ``rlct-truth.md`` §1.1).
+    """K(w) = w^(2k) in one variable (λ = 1/(2k), m = 1; Watanabe 2009).
 
     Example:
         >>> power(2)            # w^4
@@ -728,7 +728,7 @@ def power(k: int) -> Polynomial:
 
 
 def crossing_valley(*k: int) -> Polynomial:
-    """K(w) = Π_i w_i^(2 k_i) (normal crossing; λ = 1/(2 max k_i), m = #ties; §1.2).
+    """K(w) = Π_i w_i^(2 k_i) (normal crossing; λ = 1/(2 max k_i), m = #ties; Watanabe 2009).
 
     ``crossing_valley()`` is the classic w1²w2² (k = (1, 1)); ``crossing_valley(1, 2)`` is w1²w2⁴.
 
@@ -746,12 +746,12 @@ def crossing_valley(*k: int) -> Polynomial:
 
 
 def sum_of_powers(r: int, p: int, d: int) -> Polynomial:
-    """K(w) = Σ_{i ≤ r} w_i^p in R^d with p even (λ = r/p, m = 1; Xu 2024; §1.3, §6).
+    """K(w) = Σ_{i ≤ r} w_i^p in R^d with p even (λ = r/p, m = 1; Xu 2024; sum rule of Lin 2011).
 
-    With a flat prior t·K ~ Gamma(r/p, 1) exactly (§7 item 1).
+    With a flat prior t·K ~ Gamma(r/p, 1) exactly (``docs/theory.md``).
 
     Example:
-        >>> sum_of_powers(500, 4, 1000).rlct().value      # cases.json row 15
+        >>> sum_of_powers(500, 4, 1000).rlct().value      # λ = r/p = 500/4
         Fraction(125, 1)
     """
     for name, v in (("r", r), ("p", p), ("d", d)):

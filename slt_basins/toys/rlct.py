@@ -7,7 +7,7 @@ Everything here is exact rational arithmetic (:class:`fractions.Fraction`); noth
   K(w) = Σ_α c_α w^α ≥ 0 by the Newton-polyhedron method (Varchenko 1976; S. Lin, PhD thesis 2011),
   with an optional monomial prior φ ∝ Π|w_i|^{τ_i}.
 
-Method (reference: ``rlct-truth.md`` §1.4). Let P(K) = conv(∪_{α∈supp K} (α + R^d_{≥0})) and
+Method (Varchenko 1976; Lin 2011). Let P(K) = conv(∪_{α∈supp K} (α + R^d_{≥0})) and
 t* = min{t : t(τ+1) ∈ P(K)}. If K is non-degenerate w.r.t. P(K), then λ = 1/t* and m is the
 codimension of the smallest face of P(K) containing t*(τ+1). t* is computed from the dual LP
 t* = max_{c≥0, ⟨c,τ+1⟩=1} min_α ⟨c, α⟩ by exact enumeration of the vertices (c, s) of the
@@ -28,7 +28,7 @@ every vertex is then re-solved and checked in exact arithmetic. A vertex could o
 float64 error exceeded the tolerance, which does not happen for moderate integer exponents.
 
 Variables are first split into independent blocks (variables that never share a monomial); by the
-sum rule for disjoint variables (Lin 2011; ``rlct-truth.md`` §1.3) λ = Σ λ_b and m = Σ m_b − (B−1).
+sum rule for disjoint variables (Lin 2011) λ = Σ λ_b and m = Σ m_b − (B−1).
 Variables that do not appear in K are dropped (they do not change the poles of the zeta function).
 """
 from __future__ import annotations
@@ -473,7 +473,7 @@ def newton_rlct(
     Example:
         >>> newton_rlct({(2, 2): 1})            # w1^2 w2^2
         RLCT(value=Fraction(1, 2), multiplicity=2, certified=True, reason='...')
-        >>> float(newton_rlct({(8, 2): 1}, prior_exponents=(6, 3)))   # cases.json row 11
+        >>> float(newton_rlct({(8, 2): 1}, prior_exponents=(6, 3)))   # min((6+1)/8, (3+1)/2)
         0.875
     """
     clean, d = parse_terms(terms)
