@@ -1,10 +1,8 @@
 """slt_basins: local learning coefficients, exact RLCT ground truth and flatness measures."""
-from .calibration import CalibrationError, CalibrationResult, calibrate, calibrate_potential
-from .checkpoint import CheckpointMismatchError
+from .calibration import CalibrationResult, calibrate, calibrate_potential
 from .compare import compare_measures
 from .curvature import (
     RankResult,
-    RankWarning,
     behaviour_jacobian,
     damped_logdet,
     g_rank,
@@ -15,15 +13,23 @@ from .curvature import (
     ntk,
     top_eigenvalues,
 )
-from .llc import LLCWarning, SamplerDivergedError, default_nbeta, estimate_llc, estimate_llc_potential
+from .errors import (
+    CalibrationError,
+    CheckpointMismatchError,
+    LLCWarning,
+    RankWarning,
+    SamplerDivergedError,
+    VmapFallbackWarning,
+)
+from .llc import default_nbeta, estimate_llc, estimate_llc_potential
+from .options import LLCOptions
 from .multitemperature import (
     MultiTemperatureResult,
     estimate_llc_multitemperature,
     estimate_llc_multitemperature_potential,
     fit_multitemperature,
 )
-from .result import LLCResult
-from .targets import VmapFallbackWarning
+from .result import CheckFailure, Checks, LLCResult
 
 __version__ = "0.1.0"
 
@@ -41,6 +47,9 @@ __all__ = [
     "CalibrationError",
     "default_nbeta",
     "LLCResult",
+    "LLCOptions",
+    "Checks",
+    "CheckFailure",
     "LLCWarning",
     "SamplerDivergedError",
     "CheckpointMismatchError",

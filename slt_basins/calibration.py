@@ -19,8 +19,8 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
      a₁ = 1 − (1 − a)/√d ≥ ``min_accept`` (default 0.998), with d the number of sampled parameters.
      Reason: on a d-dimensional Gaussian sampled by SGLD with ε·A/4 = s in every direction, the
      rejection of Metropolis-adjusting its proposal is 1 − a ≈ 0.64·√d·s^{3/2} (fitted numerically
-     for d = 1…1000 and s ≤ 0.1), while λ̂ is inflated by the factor 1/(1 − s) (rlct-truth §7
-     item 5) whatever d is. A threshold on the raw joint acceptance would therefore allow a 40 %
+     for d = 1…1000 and s ≤ 0.1), while λ̂ is inflated by the factor 1/(1 − s) (the step-size
+     bias of the docs page *Theory*) whatever d is. A threshold on the raw joint acceptance would therefore allow a 40 %
      bias at d = 1 (a = 0.9 at s ≈ 0.3) and force needlessly small steps at large d; a₁ ≥ 0.998
      corresponds to s ≈ 0.02, a variance inflation of about 2 % in the stiffest direction, at every
      d. Where most parameters are flat (a singular model) the stiff directions dominate the
@@ -49,7 +49,7 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
 4. **Choice.** For each (nβ, γ), the largest ε on the plateau (the largest unbiased step mixes
    fastest). Across settings: the largest nβ that has one (nβ is the temperature of the estimand;
    a smaller nβ is easier to sample but further from the asymptotic regime, so it is only a
-   fallback), then the smallest γ that has one (localization biases λ̂ downward, rlct-truth §1.7;
+   fallback), then the smallest γ that has one (localization biases λ̂ downward, docs page *Theory*;
    a γ too small to keep the chains near w* shows up as divergence or instability). Pass a single
    γ to keep yours.
 
@@ -79,20 +79,23 @@ small-ε end of the grid is run only when it is needed.
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .llc import _STABILITY_DIVISOR, SamplerDivergedError, estimate_llc, estimate_llc_potential
+from .errors import CalibrationError, SamplerDivergedError
+from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions
+from .result import LLCResult
 from .samplers import get_kernel
-from .errors import CalibrationError
+from .sampling import sample
+from .targets import ModelTarget, PotentialTarget
 
 __all__ = ["calibrate", "calibrate_potential", "CalibrationResult", "CalibrationError", "select_setting",
            "default_step_sizes"]
@@ -119,8 +122,7 @@ def default_step_sizes(h_max: float, nbeta: float, localization: float, sampler=
     >>> [round(e, 6) for e in default_step_sizes(2.0, 1000.0, 1.0, decades=1)]
     [0.001999, 0.000632, 0.0002]
     """
-    name = get_kernel(sampler).name
-    c = _STABILITY_DIVISOR.get(name, 4.0)
+    c = get_kernel(sampler).stability_divisor or 4.0
     scale = nbeta * max(float(h_max), 0.0) + localization
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"cannot derive a step-size grid from nβ·h_max + γ = {scale!r} (h_max = {h_max!r}, "
@@ -141,113 +143,60 @@ def _isnum(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v)) and not pd.isna(v)
 
 
-def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, max_rhat: float = MAX_RHAT,
-                   plateau_tol: float = PLATEAU_TOL) -> tuple[pd.DataFrame, Optional[Any], str]:
-    """Apply the calibration rules (module docstring) to a table of cells.
+def _judge_row(r, thr: float, max_rhat: float) -> tuple[float, bool, bool, bool, str]:
+    """Rules 1 and 2 for one cell: (1-D equivalent acceptance, stable, accepted, converged, status)."""
+    acc1, a = np.nan, r["mala_accept"]
+    if _isnum(a):
+        acc1 = a if r["sampler"] == "mala" else 1.0 - (1.0 - a) / math.sqrt(max(int(r["d"]), 1))
+    s_end = r["step_stability_end"]
+    if not r["ran"]:
+        why = r.get("skip_reason")
+        return acc1, False, False, False, "not run: " + (why if isinstance(why, str) and why else "skipped")
+    if r["diverged"] > 0:
+        return acc1, False, False, False, (f"diverged: {int(r['diverged'])} of {int(r['num_chains'])} chains"
+                                           + (" (all)" if r["diverged"] >= r["num_chains"] else ""))
+    if _isnum(s_end) and s_end >= 1.0:
+        return acc1, False, False, False, f"unstable: ε·(nβh+γ)/c = {s_end:.3g} ≥ 1 at the chains' final positions"
+    if not (_isnum(r["llc"]) and _isnum(r["mcse"])):
+        return acc1, False, False, False, "rejected: no finite estimate"
+    converged = not (_isnum(r["r_hat"]) and r["r_hat"] > max_rhat)
+    if not _isnum(acc1) and _isnum(s_end) and s_end > MAX_STABILITY_UNMEASURED:
+        return acc1, True, False, converged, (
+            f"rejected: no MALA acceptance for this sampler, and ε·(nβh+γ)/c = {s_end:.3g} > "
+            f"{MAX_STABILITY_UNMEASURED:g} at the chains' ends (step-size bias)")
+    if _isnum(acc1) and acc1 < thr:
+        what = "MALA acceptance" if r["sampler"] == "mala" else f"MALA acceptance {a:.4f} of its proposals, 1-D equivalent"
+        return acc1, True, False, converged, (f"rejected: {what} {acc1:.4f} < {thr:g} "
+                                              + ("(mixes poorly)" if r["sampler"] == "mala" else "(step-size bias)"))
+    if not converged:
+        return acc1, True, False, False, f"rejected: R-hat {r['r_hat']:.3f} > {max_rhat:g} (chains not mixed)"
+    return acc1, True, True, True, ""
 
-    ``table`` needs one row per cell with columns ``nbeta``, ``localization``, ``step_size``, ``ran``
-    (bool), ``sampler``, ``d``, ``num_chains``, ``diverged`` (number of diverged chains), ``llc``,
-    ``mcse``, ``r_hat``, ``mala_accept`` and ``step_stability_end`` (NaN where not measured).
 
-    Returns ``(annotated, chosen, text)``: a copy of the table, sorted by (nβ descending, γ, ε
-    descending), with the columns ``accept_1d`` (the quantity compared with ``min_accept``),
-    ``stable``, ``converged`` (stable with R-hat ≤ ``max_rhat``: eligible as a plateau partner), ``accepted``, ``delta_next`` and ``tol_next`` (the plateau comparison with the next
-    smaller ε), ``plateau``, ``chosen`` and ``status`` (why each cell was rejected or chosen); the
-    index label of the chosen row, or None; and the reason for the choice, or, when nothing
-    qualifies, the message of the :class:`CalibrationError` to raise.
-    """
-    t = table.sort_values(["nbeta", "localization", "step_size"], ascending=[False, True, False]).copy()
-    n = len(t)
-    acc1 = np.full(n, np.nan)
-    stable = np.zeros(n, bool)
-    accepted = np.zeros(n, bool)
-    converged = np.zeros(n, bool)  # stable and R-hat ≤ max_rhat: eligible as a plateau partner
-    status = [""] * n
-    thresholds = {}
-    for i, (_, r) in enumerate(t.iterrows()):
-        thr = thresholds.setdefault(r["sampler"], _threshold(r["sampler"], min_accept))
-        a = r["mala_accept"]
-        if _isnum(a):
-            acc1[i] = a if r["sampler"] == "mala" else 1.0 - (1.0 - a) / math.sqrt(max(int(r["d"]), 1))
-        s_end = r["step_stability_end"]
-        if not r["ran"]:
-            why = r.get("skip_reason")
-            status[i] = "not run: " + (why if isinstance(why, str) and why else "skipped")
-        elif r["diverged"] > 0:
-            status[i] = (f"diverged: {int(r['diverged'])} of {int(r['num_chains'])} chains"
-                         + (" (all)" if r["diverged"] >= r["num_chains"] else ""))
-        elif _isnum(s_end) and s_end >= 1.0:
-            status[i] = f"unstable: ε·(nβh+γ)/c = {s_end:.3g} ≥ 1 at the chains' final positions"
-        elif not (_isnum(r["llc"]) and _isnum(r["mcse"])):
-            status[i] = "rejected: no finite estimate"
-        else:
-            stable[i] = True
-            if not _isnum(acc1[i]) and _isnum(s_end) and s_end > MAX_STABILITY_UNMEASURED:
-                status[i] = (f"rejected: no MALA acceptance for this sampler, and ε·(nβh+γ)/c = {s_end:.3g} > "
-                             f"{MAX_STABILITY_UNMEASURED:g} at the chains' ends (step-size bias)")
-            elif _isnum(acc1[i]) and acc1[i] < thr:
-                what = ("MALA acceptance" if r["sampler"] == "mala" else
-                        f"MALA acceptance {a:.4f} of its proposals, 1-D equivalent")
-                status[i] = (f"rejected: {what} {acc1[i]:.4f} < {thr:g} "
-                             + ("(mixes poorly)" if r["sampler"] == "mala" else "(step-size bias)"))
-            elif _isnum(r["r_hat"]) and r["r_hat"] > max_rhat:
-                status[i] = f"rejected: R-hat {r['r_hat']:.3f} > {max_rhat:g} (chains not mixed)"
-            else:
-                accepted[i] = True
-            converged[i] = not (_isnum(r["r_hat"]) and r["r_hat"] > max_rhat)
-    delta = np.full(n, np.nan)
-    tol = np.full(n, np.nan)
-    plateau = np.zeros(n, bool)
-    chosen_pos: dict[tuple, int] = {}
-    pos = np.arange(n)
-    keys = list(zip(t["nbeta"], t["localization"]))
-    groups: dict[tuple, list[int]] = {}
-    for i, k in zip(pos, keys):
-        groups.setdefault(k, []).append(i)
+def _plateau(t: pd.DataFrame, rows: list[int], j: int, converged, plateau_tol: float):
+    """Rule 3 for the accepted cell ``rows[j]`` of one (nβ, γ): (Δλ̂, tolerance, on plateau, status)."""
     llc, mcse, eps = t["llc"].to_numpy(float), t["mcse"].to_numpy(float), t["step_size"].to_numpy(float)
-    for k, rows in groups.items():
-        for j, i in enumerate(rows):
-            if not accepted[i]:
-                continue
-            if j + 1 == len(rows):
-                status[i] = "accepted; the smallest step size of the grid, so no smaller one to compare with"
-                continue
-            nxt = rows[j + 1]
-            if not bool(t["ran"].iloc[nxt]):
-                status[i] = "accepted (the comparison partner of the step size above; the next smaller ε was not run)"
-                continue
-            if not converged[nxt]:
-                status[i] = (f"accepted; the next smaller ε = {eps[nxt]:.3g} is not stable and converged, so "
-                             "there is nothing to compare with")
-                continue
-            delta[i] = llc[i] - llc[nxt]
-            tol[i] = plateau_tol * abs(llc[nxt]) + 2.0 * math.hypot(mcse[i], mcse[nxt])
-            plateau[i] = abs(delta[i]) <= tol[i]
-            if plateau[i]:
-                status[i] = (f"on the plateau: λ̂ within {tol[i]:.3g} of λ̂ = {llc[nxt]:.4g} at ε = {eps[nxt]:.3g}")
-                if k not in chosen_pos:
-                    chosen_pos[k] = i
-            else:
-                status[i] = (f"accepted, off the plateau: λ̂ differs by {delta[i]:+.3g} from λ̂ = {llc[nxt]:.4g} at "
-                             f"ε = {eps[nxt]:.3g} (tolerance {tol[i]:.3g})")
-    order = sorted(groups, key=lambda k: (-k[0], k[1]))
-    winner = next((k for k in order if k in chosen_pos), None)
-    chosen = np.zeros(n, bool)
-    for k, i in chosen_pos.items():
-        if k == winner:
-            chosen[i] = True
-            status[i] = "CHOSEN: largest step size on the plateau; " + status[i]
-        else:
-            status[i] = "best of its (nβ, γ), not preferred; " + status[i]
-    t["accept_1d"] = acc1
-    t["stable"], t["converged"], t["accepted"] = stable, converged, accepted
-    t["delta_next"], t["tol_next"] = delta, tol
-    t["plateau"], t["chosen"], t["status"] = plateau, chosen, status
-    if winner is None:
-        return t, None, _failure_message(t, groups, min_accept, max_rhat, plateau_tol)
-    i = chosen_pos[winner]
-    r = t.iloc[i]
-    j = groups[winner][groups[winner].index(i) + 1]
+    i = rows[j]
+    if j + 1 == len(rows):
+        return np.nan, np.nan, False, "accepted; the smallest step size of the grid, so no smaller one to compare with"
+    nxt = rows[j + 1]
+    if not bool(t["ran"].iloc[nxt]):
+        return np.nan, np.nan, False, ("accepted (the comparison partner of the step size above; the next smaller ε "
+                                       "was not run)")
+    if not converged[nxt]:
+        return np.nan, np.nan, False, (f"accepted; the next smaller ε = {eps[nxt]:.3g} is not stable and converged, "
+                                       "so there is nothing to compare with")
+    delta = llc[i] - llc[nxt]
+    tol = plateau_tol * abs(llc[nxt]) + 2.0 * math.hypot(mcse[i], mcse[nxt])
+    if abs(delta) <= tol:
+        return delta, tol, True, f"on the plateau: λ̂ within {tol:.3g} of λ̂ = {llc[nxt]:.4g} at ε = {eps[nxt]:.3g}"
+    return delta, tol, False, (f"accepted, off the plateau: λ̂ differs by {delta:+.3g} from λ̂ = {llc[nxt]:.4g} at "
+                               f"ε = {eps[nxt]:.3g} (tolerance {tol:.3g})")
+
+
+def _reason(t: pd.DataFrame, i: int, j: int, several: bool, min_accept, max_rhat: float) -> str:
+    """Why cell ``i`` (compared with cell ``j``) was chosen, with its measured numbers."""
+    r, partner = t.iloc[i], t.iloc[j]
     thr = _threshold(r["sampler"], min_accept)
     parts = [f"ε = {r['step_size']:.4g} is the largest step size on the plateau at γ = {r['localization']:g}, "
              f"nβ = {r['nbeta']:.4g}: no chain diverged"]
@@ -258,13 +207,72 @@ def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, m
                      + f" {r['accept_1d']:.4f} ≥ {thr:g}")
     if _isnum(r["r_hat"]):
         parts.append(f"R-hat {r['r_hat']:.3f} ≤ {max_rhat:g}")
-    parts.append(f"λ̂ = {r['llc']:.4g} ± {r['mcse']:.2g} agrees with λ̂ = {llc[j]:.4g} ± {mcse[j]:.2g} at "
-                 f"ε = {eps[j]:.3g} (|Δ| = {abs(delta[i]):.3g} ≤ {tol[i]:.3g})")
-    if len(order) > 1:
+    parts.append(f"λ̂ = {r['llc']:.4g} ± {r['mcse']:.2g} agrees with λ̂ = {partner['llc']:.4g} ± "
+                 f"{partner['mcse']:.2g} at ε = {partner['step_size']:.3g} (|Δ| = {abs(r['delta_next']):.3g} ≤ "
+                 f"{r['tol_next']:.3g})")
+    if several:
         pref = ("the largest nβ, then the smallest γ, with a plateau" if t["nbeta"].nunique() > 1
                 else "the smallest γ with a plateau")
         parts.append(f"chosen as {pref}")
-    return t, t.index[i], "; ".join(parts) + "."
+    return "; ".join(parts) + "."
+
+
+def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, max_rhat: float = MAX_RHAT,
+                   plateau_tol: float = PLATEAU_TOL) -> tuple[pd.DataFrame, Optional[Any], str]:
+    """Apply the calibration rules (module docstring) to a table of cells.
+
+    ``table`` needs one row per cell with columns ``nbeta``, ``localization``, ``step_size``, ``ran``
+    (bool), ``sampler``, ``d``, ``num_chains``, ``diverged`` (number of diverged chains), ``llc``,
+    ``mcse``, ``r_hat``, ``mala_accept`` and ``step_stability_end`` (NaN where not measured).
+
+    Returns ``(annotated, chosen, text)``: a copy of the table, sorted by (nβ descending, γ, ε
+    descending), with the columns ``accept_1d`` (the quantity compared with ``min_accept``),
+    ``stable``, ``converged`` (stable with R-hat ≤ ``max_rhat``: eligible as a plateau partner),
+    ``accepted``, ``delta_next`` and ``tol_next`` (the plateau comparison with the next smaller ε),
+    ``plateau``, ``chosen`` and ``status`` (why each cell was rejected or chosen); the index label of
+    the chosen row, or None; and the reason for the choice, or, when nothing qualifies, the message
+    of the :class:`CalibrationError` to raise.
+
+    Example:
+        >>> cell = dict(nbeta=100.0, localization=1.0, ran=True, sampler="sgld", d=1, num_chains=4, diverged=0,
+        ...             r_hat=1.0, mala_accept=0.9999, step_stability_end=0.01)
+        >>> t = pd.DataFrame([dict(cell, step_size=1e-3, llc=0.50, mcse=0.01),
+        ...                   dict(cell, step_size=3e-4, llc=0.49, mcse=0.01)])
+        >>> annotated, pick, why = select_setting(t)
+        >>> float(annotated.loc[pick, "step_size"]), why.split(":")[0]
+        (0.001, 'ε = 0.001 is the largest step size on the plateau at γ = 1, nβ = 100')
+    """
+    t = table.sort_values(["nbeta", "localization", "step_size"], ascending=[False, True, False]).copy()
+    judged = [_judge_row(r, _threshold(r["sampler"], min_accept), max_rhat) for _, r in t.iterrows()]
+    acc1, stable, accepted, converged, status = (list(col) for col in zip(*judged)) if judged else ([],) * 5
+    n = len(t)
+    delta, tol, plateau = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    groups: dict[tuple, list[int]] = {}
+    for i, k in enumerate(zip(t["nbeta"], t["localization"])):
+        groups.setdefault(k, []).append(i)
+    chosen_pos: dict[tuple, int] = {}
+    for k, rows in groups.items():
+        for j, i in enumerate(rows):
+            if accepted[i]:
+                delta[i], tol[i], plateau[i], status[i] = _plateau(t, rows, j, converged, plateau_tol)
+                if plateau[i]:
+                    chosen_pos.setdefault(k, i)
+    order = sorted(groups, key=lambda k: (-k[0], k[1]))
+    winner = next((k for k in order if k in chosen_pos), None)
+    chosen = np.zeros(n, bool)
+    for k, i in chosen_pos.items():
+        chosen[i] = k == winner
+        status[i] = ("CHOSEN: largest step size on the plateau; " if k == winner
+                     else "best of its (nβ, γ), not preferred; ") + status[i]
+    t["accept_1d"] = np.asarray(acc1, float)
+    t["stable"], t["converged"], t["accepted"] = (np.asarray(v, bool) for v in (stable, converged, accepted))
+    t["delta_next"], t["tol_next"] = delta, tol
+    t["plateau"], t["chosen"], t["status"] = plateau, chosen, status
+    if winner is None:
+        return t, None, _failure_message(t, groups, min_accept, max_rhat, plateau_tol)
+    i = chosen_pos[winner]
+    j = groups[winner][groups[winner].index(i) + 1]
+    return t, t.index[i], _reason(t, i, j, len(order) > 1, min_accept, max_rhat)
 
 
 def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float, plateau_tol: float) -> str:
@@ -348,7 +356,6 @@ class CalibrationResult:
         MALA rejection 1 − a₁ (1-D equivalent; MALA: 1 − its acceptance) with the threshold of rule 2."""
         return plot_table(self.table, self.rules, figsize=figsize)
 
-    plot = figure
 
 
 def plot_table(table: pd.DataFrame, rules: dict, figsize=(8, 6)):
@@ -422,62 +429,117 @@ def _short_warnings(caught) -> str:
     return " | ".join(sorted({str(w.message).split(":")[0][:100] for w in caught}))
 
 
-def _cell(fn: Callable, args: dict) -> dict:
+Run = Callable[[LLCOptions], LLCResult]  # one estimate on a fixed target: settings → result
+
+
+def _cell(run: Run, opts: LLCOptions) -> dict:
     """Run one cell; a SamplerDivergedError becomes a row with every chain diverged."""
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            r = fn(**args)
+            r = run(opts)
         except SamplerDivergedError as e:
             return dict(ran=True, llc=np.nan, mcse=np.nan, r_hat=np.nan, ess_bulk=np.nan,
-                        diverged=args["num_chains"], mala_accept=np.nan, step_stability=np.nan,
+                        diverged=opts.num_chains, mala_accept=np.nan, step_stability=np.nan,
                         step_stability_end=np.nan, wall_s=time.perf_counter() - t0,
                         warnings=_short_warnings(caught), error=str(e).split(". To fix")[0][:200])
+    num = lambda v: np.nan if v is None else float(v)  # noqa: E731
     c = r.checks
-
-    def num(key):
-        v = c.get(key)
-        return np.nan if v is None else float(v)
-
-    return dict(ran=True, llc=r.llc_mean, mcse=r.mcse, r_hat=num("r_hat"), ess_bulk=num("ess_bulk"),
-                diverged=len(r.diverged), mala_accept=num("mala_accept"), step_stability=num("step_stability"),
-                step_stability_end=num("step_stability_end"), wall_s=time.perf_counter() - t0,
+    return dict(ran=True, llc=r.llc_mean, mcse=r.mcse, r_hat=num(c.r_hat), ess_bulk=num(c.ess_bulk),
+                diverged=len(r.diverged), mala_accept=num(c.mala_accept), step_stability=num(c.step_stability),
+                step_stability_end=num(c.step_stability_end), wall_s=time.perf_counter() - t0,
                 warnings=_short_warnings(caught), error="", d=int(r.config["d"]), nbeta=float(r.nbeta))
 
 
-# Options of estimate_llc that the one-chain pilot run must not use (one process, no checkpoint).
-_SINGLE_RUN = dict(distributed=False, chain_group=None, checkpoint=None, checkpoint_every=None)
-
-
-def _pilot(fn: Callable, args: dict) -> tuple[Optional[float], float, int]:
+def _pilot(run: Run, opts: LLCOptions) -> tuple[Optional[float], float, int]:
     """(h* at w*, nβ, d) from a 4-step SGLD run with a negligible step (the run's own stability check)."""
-    args = {**args, "sampler": "sgld", "num_chains": 1, "num_draws": 4, "num_burnin": 0, "step_size": 1e-12,
-            "divergence_bound": 1e300, "progress": False, **{k: v for k, v in _SINGLE_RUN.items() if k in args}}
+    opts = opts.replace(sampler="sgld", num_chains=1, num_draws=4, num_burnin=0, step_size=1e-12,
+                        divergence_bound=1e300, progress=False, distributed=False, chain_group=None,
+                        checkpoint=None, checkpoint_every=None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            r = fn(**args)
+            r = run(opts)
         except SamplerDivergedError:
             raise ValueError("the loss is not finite within about 1e-6 of w* (a 4-step pilot run with step size "
                              "1e-12 diverged), so no step size can work: check the loss near w*.") from None
-    h = r.checks.get("hessian_max_abs_eig")
+    h = r.checks.hessian_max_abs_eig
     return (None if h is None else float(h)), float(r.nbeta), int(r.config["d"])
 
 
-def _calibrate(fn: Callable, base: dict, *, step_sizes, localizations, nbetas, min_accept, max_rhat,
-               plateau_tol, stop_early: bool, progress: bool) -> CalibrationResult:
-    """The sweep behind :func:`calibrate`, :func:`calibrate_potential` and ``step_size="auto"``.
+class _Sweep(NamedTuple):
+    """The fixed settings of one calibration sweep."""
 
-    ``fn`` is :func:`estimate_llc` or :func:`estimate_llc_potential`; ``base`` its arguments except
-    step_size, localization, nbeta and progress."""
-    t_start = time.perf_counter()
-    for k in ("step_size", "localization", "nbeta", "progress"):
-        if k in base:
-            raise TypeError(f"pass {k!r} through the calibration's own arguments (step_sizes, localizations, "
-                            "nbetas), not as an extra keyword.")
-    sampler = get_kernel(base.get("sampler", "sgld")).name
-    gammas = _as_list("localizations", localizations, inspect.signature(fn).parameters["localization"].default)
+    run: Run
+    base: LLCOptions
+    min_accept: Optional[float]
+    max_rhat: float
+    plateau_tol: float
+    stop_early: bool
+
+    def budget(self, stretch: float) -> dict:
+        return dict(num_draws=int(round(self.base.num_draws * stretch)),
+                    num_burnin=int(round(self.base.num_burnin * stretch)))
+
+    def select(self, rows: list[dict]):
+        return select_setting(_frame(rows), min_accept=self.min_accept, max_rhat=self.max_rhat,
+                              plateau_tol=self.plateau_tol)
+
+
+def _run_cell(sw: _Sweep, row: dict, group_rows: list[dict], stretch: float, anchored: bool):
+    """Run (and, when it converges too slowly but matters, re-run longer) the cell ``row``; returns
+    its annotated line, whether the group has a pick now, whether it was slow, and the stretch used."""
+    eps, spent = row["step_size"], 0.0
+    while True:
+        budget = sw.budget(stretch)
+        out = _cell(sw.run, sw.base.replace(**budget, step_size=eps, localization=row["localization"],
+                                            nbeta=row["nbeta"], progress=False))
+        out.pop("nbeta", None)
+        spent += out["wall_s"]
+        row.update(out, **budget, wall_s=spent, attempts=row["attempts"] + 1)
+        ann, pick, _ = sw.select(group_rows + [row])
+        mine = ann[ann["step_size"] == eps].iloc[0]
+        slow = bool(mine["stable"]) and _isnum(mine["r_hat"]) and mine["r_hat"] > sw.max_rhat
+        # worth converging: it passed the acceptance criterion, or it is a plateau partner
+        useful = str(mine["status"]).startswith("rejected: R-hat") or anchored
+        if slow and useful and stretch < MAX_STRETCH:
+            stretch = min(MAX_STRETCH, 2.0 * stretch)  # converging too slowly: retry longer
+            continue
+        return mine, pick, slow, stretch
+
+
+def _scan(sw: _Sweep, nb: float, g: float, eps_list: list[float], sampler: str, bar) -> list[dict]:
+    """The cells of one (nβ, γ), from the largest ε down (stopping early once settled)."""
+    steps0 = sw.base.num_draws + sw.base.num_burnin
+    skip, t_anchor, rows = None, None, []
+    for eps in eps_list:
+        stretch = 1.0 if t_anchor is None else min(MAX_STRETCH, max(1.0, t_anchor / (eps * steps0)))
+        row = dict(nbeta=nb, localization=g, step_size=eps, sampler=sampler, num_chains=sw.base.num_chains,
+                   d=np.nan, **sw.budget(stretch), attempts=0)
+        if skip is not None:
+            row.update(ran=False, llc=np.nan, mcse=np.nan, r_hat=np.nan, ess_bulk=np.nan, diverged=0,
+                       mala_accept=np.nan, step_stability=np.nan, step_stability_end=np.nan, wall_s=0.0,
+                       warnings="", error="", skip_reason=skip, num_draws=0, num_burnin=0)
+        else:
+            bar.set_postfix_str(f"γ={g:g} ε={eps:.3g}")
+            mine, pick, slow, stretch = _run_cell(sw, row, [r for r in rows if r["ran"]], stretch,
+                                                  t_anchor is not None)
+            if t_anchor is None and mine["accepted"]:
+                t_anchor = eps * (row["num_draws"] + row["num_burnin"])
+            if sw.stop_early and pick is not None:
+                skip = "the scan of this (nβ, γ) had settled at a larger step size"
+            elif sw.stop_early and slow and stretch >= MAX_STRETCH:
+                skip = (f"ε = {eps:.3g} did not converge with {MAX_STRETCH:g}× the cell budget, and smaller "
+                        "steps mix more slowly")
+        rows.append(row)
+        bar.update(1)
+    return rows
+
+
+def _grid_plan(run: Run, base: LLCOptions, step_sizes, gammas: list[float], nbetas):
+    """[(nβ, γ, ε grid)] of the sweep, and h* at w* (None when not needed): the default grid and nβ come
+    from a pilot run."""
     nb_in = None if nbetas is None else _as_list("nbetas", nbetas, None)
     if nb_in is not None and any(b <= 0 for b in nb_in):
         raise ValueError(f"nbetas must be > 0; got {nbetas!r}.")
@@ -486,74 +548,45 @@ def _calibrate(fn: Callable, base: dict, *, step_sizes, localizations, nbetas, m
         raise ValueError(f"step sizes must be > 0; got {step_sizes!r}.")
     h_star = None
     if grid is None or nb_in is None:
-        h_star, nb_default, _ = _pilot(fn, {**base, "localization": gammas[0],
-                                            **({} if nb_in is None else {"nbeta": nb_in[0]})})
-        if nb_in is None:
-            nb_in = [nb_default]
-        if grid is None and h_star is None:
-            raise ValueError("the top Hessian eigenvalue at w* could not be measured (check_stability=False, or a "
-                             "model torch.func cannot transform), so there is no default step-size grid: pass "
-                             "step_sizes explicitly, e.g. a geometric grid such as [1e-3, 3e-4, 1e-4, 3e-5, 1e-5].")
-    nb_list = sorted(nb_in, reverse=True)
-    steps0 = base.get("num_draws", 1000) + base.get("num_burnin", 500)
-    plan = [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_star, nb, g, sampler))
-            for nb in nb_list for g in sorted(gammas)]
+        h_star, nb_default, _ = _pilot(run, base.replace(localization=gammas[0],
+                                                          nbeta=None if nb_in is None else nb_in[0]))
+        nb_in = [nb_default] if nb_in is None else nb_in
+        if grid is None and (h_star is None or not math.isfinite(h_star)):
+            raise ValueError("the top Hessian eigenvalue at w* could not be measured (check_stability=False, a NaN "
+                             "curvature, or a model torch.func cannot transform), so there is no default step-size "
+                             "grid: pass step_sizes explicitly, e.g. a geometric grid such as "
+                             "[1e-3, 3e-4, 1e-4, 3e-5, 1e-5].")
+    sampler = base.kernel.name
+    return [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_star, nb, g, sampler))
+            for nb in sorted(nb_in, reverse=True) for g in sorted(gammas)], h_star
+
+
+def _calibrate(run: Run, base: LLCOptions, *, step_sizes, localizations, nbetas, min_accept, max_rhat,
+               plateau_tol, stop_early: bool, progress: bool) -> CalibrationResult:
+    """The sweep behind :func:`calibrate`, :func:`calibrate_potential` and ``step_size="auto"``.
+
+    ``run`` estimates the LLC of one fixed target with given settings; ``base`` holds the settings
+    of every cell except step size, localization and nβ, which the sweep varies."""
+    t_start = time.perf_counter()
+    sampler = base.kernel.name
+    gammas = _as_list("localizations", localizations, base.localization)
+    plan, h_star = _grid_plan(run, base, step_sizes, gammas, nbetas)
+    sw = _Sweep(run, base, min_accept, max_rhat, plateau_tol, stop_early)
     rules = dict(min_accept=min_accept, min_accept_by_sampler={sampler: _threshold(sampler, min_accept)},
-                 max_rhat=max_rhat, plateau_tol=plateau_tol, stop_early=stop_early,
-                 num_chains=base.get("num_chains"), num_draws=base.get("num_draws"),
-                 num_burnin=base.get("num_burnin"))
+                 max_rhat=max_rhat, plateau_tol=plateau_tol, stop_early=stop_early, num_chains=base.num_chains,
+                 num_draws=base.num_draws, num_burnin=base.num_burnin)
     rows: list[dict] = []
     bar = tqdm(total=sum(len(p[2]) for p in plan), desc="calibrating", unit="cell", disable=not progress)
     try:
         for nb, g, eps_list in plan:
-            skip, t_anchor = None, None
-            group_rows: list[dict] = []
-            for eps in eps_list:
-                stretch = 1.0 if t_anchor is None else min(MAX_STRETCH, max(1.0, t_anchor / (eps * steps0)))
-                row = dict(nbeta=nb, localization=g, step_size=eps, sampler=sampler,
-                           num_chains=base.get("num_chains", 4), d=np.nan, **_budget(base, stretch), attempts=0)
-                if skip is not None:
-                    row.update(ran=False, llc=np.nan, mcse=np.nan, r_hat=np.nan, ess_bulk=np.nan, diverged=0,
-                               mala_accept=np.nan, step_stability=np.nan, step_stability_end=np.nan, wall_s=0.0,
-                               warnings="", error="", skip_reason=skip, num_draws=0, num_burnin=0)
-                else:
-                    bar.set_postfix_str(f"γ={g:g} ε={eps:.3g}")
-                    spent = 0.0
-                    while True:
-                        budget = _budget(base, stretch)
-                        out = _cell(fn, {**base, **budget, "step_size": eps, "localization": g, "nbeta": nb,
-                                         "progress": False})
-                        out.pop("nbeta", None)
-                        spent += out["wall_s"]
-                        row.update(out, **budget, wall_s=spent, attempts=row["attempts"] + 1)
-                        ann, pick, _ = select_setting(_frame(group_rows + [row]), min_accept=min_accept,
-                                                      max_rhat=max_rhat, plateau_tol=plateau_tol)
-                        mine = ann[ann["step_size"] == eps].iloc[0]
-                        slow = bool(mine["stable"]) and _isnum(mine["r_hat"]) and mine["r_hat"] > max_rhat
-                        # worth converging: it passed the acceptance criterion, or it is a plateau partner
-                        useful = str(mine["status"]).startswith("rejected: R-hat") or t_anchor is not None
-                        if slow and useful and stretch < MAX_STRETCH:
-                            stretch = min(MAX_STRETCH, 2.0 * stretch)  # converging too slowly: retry longer
-                            continue
-                        break
-                    group_rows.append(row)
-                    if t_anchor is None and mine["accepted"]:
-                        t_anchor = eps * sum(budget.values())
-                    if stop_early and pick is not None:
-                        skip = "the scan of this (nβ, γ) had settled at a larger step size"
-                    elif stop_early and slow and stretch >= MAX_STRETCH:
-                        skip = (f"ε = {eps:.3g} did not converge with {MAX_STRETCH:g}× the cell budget, and smaller "
-                                "steps mix more slowly")
-                rows.append(row)
-                bar.update(1)
+            rows += _scan(sw, nb, g, eps_list, sampler, bar)
     finally:
         bar.close()
     d_known = [r["d"] for r in rows if not pd.isna(r["d"])]
     for r in rows:  # all-diverged cells return no d; every cell samples the same parameters
         if pd.isna(r["d"]) and d_known:
             r["d"] = d_known[0]
-    table, pick, text = select_setting(_frame(rows), min_accept=min_accept, max_rhat=max_rhat,
-                                       plateau_tol=plateau_tol)
+    table, pick, text = sw.select(rows)
     table = table.reset_index(drop=True)
     if pick is None:
         raise CalibrationError(text, table)
@@ -566,10 +599,6 @@ def _calibrate(fn: Callable, base: dict, *, step_sizes, localizations, nbetas, m
 _COLUMNS = ["nbeta", "localization", "step_size", "num_draws", "num_burnin", "attempts", "ran", "llc", "mcse", "r_hat", "ess_bulk", "diverged",
             "num_chains", "mala_accept", "step_stability", "step_stability_end", "wall_s", "sampler", "d",
             "warnings", "error", "skip_reason"]
-
-
-def _budget(base: dict, stretch: float) -> dict:
-    return {k: int(round(base[k] * stretch)) for k in ("num_draws", "num_burnin") if k in base}
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -653,11 +682,25 @@ def calibrate(
         True
         >>> r = estimate_llc(model, (x, y), **cal.settings, progress=False)  # doctest: +SKIP
     """
-    base = dict(model=model, data=data, loss=loss, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
-                num_burnin=num_burnin, batch_size=batch_size, seed=seed, **estimate_llc_kwargs)
-    return _calibrate(estimate_llc, base, step_sizes=step_sizes, localizations=localizations, nbetas=nbetas,
-                      min_accept=min_accept, max_rhat=max_rhat, plateau_tol=plateau_tol, stop_early=stop_early,
-                      progress=progress)
+    base = _base_options(MODEL_DEFAULTS, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
+                         num_burnin=num_burnin, batch_size=batch_size, seed=seed, **estimate_llc_kwargs)
+    target = ModelTarget.build(model, data, loss, base)
+    return _calibrate(lambda o: sample(target, o), base, step_sizes=step_sizes, localizations=localizations,
+                      nbetas=nbetas, min_accept=min_accept, max_rhat=max_rhat, plateau_tol=plateau_tol,
+                      stop_early=stop_early, progress=progress)
+
+
+def _base_options(defaults: LLCOptions, **options) -> LLCOptions:
+    """The settings every cell shares; the swept ones must come through the calibration's own arguments."""
+    for k in ("step_size", "localization", "nbeta", "progress"):
+        if k in options:
+            raise TypeError(f"pass {k!r} through the calibration's own arguments (step_sizes, localizations, "
+                            "nbetas, progress), not as an extra keyword.")
+    names = {f.name for f in dataclasses.fields(LLCOptions)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; the estimate's options are {sorted(names)}.")
+    return defaults.replace(**options, checkpoint=None, checkpoint_every=None)
 
 
 def calibrate_potential(
@@ -696,9 +739,10 @@ def calibrate_potential(
         >>> 0 < cal.step_size * (100.0 * 2 + 1) / 4 <= 0.05  # a small fraction of the stability limit
         True
     """
-    base = dict(potential=potential, w_star=w_star, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
-                num_burnin=num_burnin, seed=seed, **estimate_kwargs)
-    return _calibrate(estimate_llc_potential, base, step_sizes=step_sizes, localizations=localizations,
+    base = _base_options(POTENTIAL_DEFAULTS, sampler=sampler, num_chains=num_chains, num_draws=num_draws,
+                         num_burnin=num_burnin, seed=seed, **estimate_kwargs)
+    target = PotentialTarget.build(potential, w_star, base)
+    return _calibrate(lambda o: sample(target, o), base, step_sizes=step_sizes, localizations=localizations,
                       nbetas=nbeta, min_accept=min_accept, max_rhat=max_rhat, plateau_tol=plateau_tol,
                       stop_early=stop_early, progress=progress)
 
@@ -717,33 +761,26 @@ def auto_budget(num_draws: int, num_burnin: int) -> tuple[int, int]:
     return (max(AUTO_MIN_DRAWS, num_draws // AUTO_FRACTION), max(AUTO_MIN_BURNIN, num_burnin // AUTO_FRACTION))
 
 
-def run_auto(fn: Callable, args: dict):
-    """``fn(**args)`` with ``args["step_size"] == "auto"``: calibrate ε at the user's γ, nβ, sampler,
-    chains and batch size, then run with it. Called by estimate_llc / estimate_llc_potential."""
-    args = dict(args)
-    spec = args.pop("step_size")
-    if spec != "auto":
-        raise ValueError(f"step_size must be a positive number or 'auto'; got {spec!r}.")
-    draws, burn = auto_budget(int(args["num_draws"]), int(args["num_burnin"]))
-    base = {k: v for k, v in args.items() if k not in ("localization", "nbeta", "progress")}
-    base.update(num_draws=draws, num_burnin=burn)
-    for k in ("checkpoint", "checkpoint_every"):  # calibration cells are not checkpointed
-        if k in base:
-            base[k] = None
+def run_auto(run: Run, opts: LLCOptions) -> LLCResult:
+    """``step_size="auto"``: calibrate ε at the user's γ, nβ, sampler, chains and batch size with cells of
+    :func:`auto_budget` draws, then run ``opts`` with the chosen ε. ``run`` estimates the LLC of one
+    fixed target (the front doors pass the shared sampling tail on their target); the calibration
+    summary is stored in ``result.checks.calibration``."""
+    draws, burn = auto_budget(opts.num_draws, opts.num_burnin)
+    base = opts.replace(step_size=1.0, num_draws=draws, num_burnin=burn, checkpoint=None, checkpoint_every=None)
     try:
-        cal = _calibrate(fn, base, step_sizes=None, localizations=[args["localization"]],
-                         nbetas=None if args.get("nbeta") is None else [args["nbeta"]], min_accept=None,
-                         max_rhat=MAX_RHAT, plateau_tol=PLATEAU_TOL, stop_early=True,
-                         progress=args.get("progress", False))
+        cal = _calibrate(run, base, step_sizes=None, localizations=[opts.localization],
+                         nbetas=None if opts.nbeta is None else [opts.nbeta], min_accept=None,
+                         max_rhat=MAX_RHAT, plateau_tol=PLATEAU_TOL, stop_early=True, progress=opts.progress)
     except CalibrationError as e:
         raise CalibrationError(
             f'step_size="auto" found no step size (calibration cells of {draws} draws after {burn} burn-in steps, '
             f"1/{AUTO_FRACTION} of the run's): {e} To go further, call slt_basins.calibrate / calibrate_potential "
             "with those settings (step_sizes, localizations, nbetas, num_draws, num_burnin), or pass a numeric "
             "step_size.", e.table) from None
-    result = fn(**{**args, "step_size": cal.step_size})
+    result = run(opts.replace(step_size=cal.step_size))
     result.config["step_size_auto"] = True
-    result.checks["calibration"] = dict(step_size=cal.step_size, reason=cal.reason, wall_time_s=cal.wall_time_s,
-                                        hessian_max_abs_eig=cal.hessian_max_abs_eig, rules=cal.rules,
-                                        table=cal.table.to_dict("records"))
+    result.checks.calibration = dict(step_size=cal.step_size, reason=cal.reason, wall_time_s=cal.wall_time_s,
+                                     hessian_max_abs_eig=cal.hessian_max_abs_eig, rules=cal.rules,
+                                     table=cal.table.to_dict("records"))
     return result

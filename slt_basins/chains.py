@@ -19,8 +19,9 @@ Long runs: ``checkpoint=path`` saves the loop's whole state at block boundaries 
 from __future__ import annotations
 
 import os
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Protocol, Sequence
+from typing import Callable, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .samplers import Hyper, Kernel
 
-__all__ = ["ChainStream", "ChainRun", "Target", "GroupedTarget", "LocalSync", "run_chains", "block_size"]
+__all__ = ["ChainStream", "ChainRun", "LoopState", "Target", "GroupedTarget", "LocalSync", "run_chains", "block_size"]
 
 
 def _seed_pair(seed: int, chain: int) -> tuple[int, int]:
@@ -213,8 +214,16 @@ def _where(mask: torch.Tensor, new, old):
     return type(new)(*fields)
 
 
-class _Snapshot(NamedTuple):
-    """The loop's state at a block boundary (references: nothing in it is modified in place later)."""
+@dataclass
+class LoopState:
+    """What the chain loop carries from step to step (device tensors, chains first).
+
+    ``t`` counts steps from 0 (burn-in included); ``state`` is the kernel's state; ``alive`` marks
+    the chains not stopped for divergence and ``diverged_at`` the step each stopped chain was stopped
+    at (−1 if alive); ``acc_sum`` sums the kernel's acceptance probabilities over the draws (only when
+    ``has_acc``); ``loss_tr`` and ``llc_tr`` are the ``(chains, num_draws)`` traces of L_B(w_t) and of
+    the draws nβ·(L_B(w_t) − L_B(w*)).
+    """
 
     t: int
     state: tuple
@@ -222,18 +231,88 @@ class _Snapshot(NamedTuple):
     diverged_at: torch.Tensor
     acc_sum: torch.Tensor
     has_acc: bool
-    streams: list
+    loss_tr: torch.Tensor
+    llc_tr: torch.Tensor
+    streams: Optional[list] = None  # the streams' states, in a snapshot only
 
+    @classmethod
+    def start(cls, kernel: Kernel, target: "Target", hyper: Hyper, chains: int, num_draws: int) -> "LoopState":
+        w_star = hyper.w_star
+        device, dtype, d = w_star.device, w_star.dtype, w_star.numel()
+        state = kernel.init(w_star.expand(chains, d).clone(), lambda w: target.loss_and_grad(w, None), hyper)
+        zeros = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
+        return cls(0, state, torch.ones(chains, dtype=torch.bool, device=device),
+                   torch.full((chains,), -1, dtype=torch.long, device=device), zeros(chains), False,
+                   zeros(chains, num_draws), zeros(chains, num_draws))
 
-def _payload(snap: _Snapshot, fp: dict, loss_tr: torch.Tensor, llc_tr: torch.Tensor, num_burnin: int) -> dict:
-    """What a checkpoint file holds (CPU tensors and plain values)."""
-    kept = max(0, min(loss_tr.shape[1], snap.t - num_burnin))
-    return dict(
-        fingerprint=fp, t=snap.t, state_fields=list(snap.state._fields), state=[f.detach().cpu() for f in snap.state],
-        alive=snap.alive.cpu(), diverged_at=snap.diverged_at.cpu(), acc_sum=snap.acc_sum.cpu(), has_acc=snap.has_acc,
-        loss=loss_tr[:, :kept].cpu(), llc=llc_tr[:, :kept].cpu(),
-        streams=[{"noise": s["noise"], "batch": s["batch"], "perm": s["perm"].cpu()} for s in snap.streams],
-    )
+    def kept(self, num_burnin: int) -> int:
+        """Post-burn-in draws taken so far."""
+        return max(0, min(self.loss_tr.shape[1], self.t - num_burnin))
+
+    def snapshot(self, streams: Sequence["ChainStream"]) -> "LoopState":
+        """A shallow copy at this block boundary, with the streams' states (the loop never modifies
+        a tensor of it in place, except trace columns past its own ``t``), for :meth:`payload`."""
+        return dataclasses.replace(self, streams=[s.state_dict() for s in streams])
+
+    def payload(self, fp: dict, num_burnin: int) -> dict:
+        """What a checkpoint file holds (CPU tensors and plain values), from a :meth:`snapshot`."""
+        kept = self.kept(num_burnin)
+        return dict(
+            fingerprint=fp, t=self.t, state_fields=list(self.state._fields),
+            state=[f.detach().cpu() for f in self.state], alive=self.alive.cpu(),
+            diverged_at=self.diverged_at.cpu(), acc_sum=self.acc_sum.cpu(), has_acc=self.has_acc,
+            loss=self.loss_tr[:, :kept].cpu(), llc=self.llc_tr[:, :kept].cpu(),
+            streams=[{"noise": st["noise"], "batch": st["batch"], "perm": st["perm"].cpu()} for st in self.streams],
+        )
+
+    def restore(self, saved: dict, streams: Sequence["ChainStream"], kernel: Kernel, path: str) -> None:
+        """Continue from a checkpoint payload (see :meth:`payload`)."""
+        if saved["state_fields"] != list(self.state._fields):
+            raise ckpt.CheckpointMismatchError(
+                f"the checkpoint {path} holds a {saved['state_fields']} kernel state, but sampler "
+                f"{kernel.name!r} has {list(self.state._fields)}; delete the file to start afresh.")
+        dev = self.alive.device
+        self.state = type(self.state)(*[f.to(dev) for f in saved["state"]])
+        self.alive, self.diverged_at = saved["alive"].to(dev), saved["diverged_at"].to(dev)
+        self.acc_sum, self.has_acc = saved["acc_sum"].to(dev), bool(saved["has_acc"])
+        kept = saved["loss"].shape[1]
+        self.loss_tr[:, :kept], self.llc_tr[:, :kept] = saved["loss"].to(dev), saved["llc"].to(dev)
+        for s, st in zip(streams, saved["streams"]):
+            s.load_state_dict(st)
+        self.t = int(saved["t"])
+
+    def advance(self, kernel: Kernel, target: "Target", hyper: Hyper, streams: Sequence["ChainStream"], k: int,
+                num_burnin: int, divergence_bound: float) -> None:
+        """Take the next ``k`` steps of every chain (one block of pre-drawn noise and batches)."""
+        d = hyper.w_star.numel()
+        hyper_draw = hyper._replace(adapt=False)
+        noise = torch.stack([s.normal(k, d + kernel.extra_noise) for s in streams], dim=1)
+        batches = target.draw_batches(streams, k)
+        for j in range(k):
+            batch = None if batches is None else batches[j]
+            new_state, loss, acc = kernel.step(self.state, lambda w, b=batch: target.loss_and_grad(w, b), noise[j],
+                                               hyper if self.t < num_burnin else hyper_draw)
+            draw = (loss - target.baseline(batch)) * hyper.nbeta
+            ok = torch.isfinite(draw) & (draw.abs() <= divergence_bound) & torch.isfinite(new_state[0]).all(dim=1)
+            self.diverged_at = torch.where(self.alive & ~ok, self.t, self.diverged_at)
+            self.alive = self.alive & ok
+            self.state = _where(self.alive, new_state, self.state)
+            if self.t >= num_burnin:
+                self.loss_tr[:, self.t - num_burnin] = loss
+                self.llc_tr[:, self.t - num_burnin] = draw
+                if acc is not None:
+                    self.acc_sum = self.acc_sum + torch.where(self.alive, acc, 0.0)
+                    self.has_acc = True
+            self.t += 1
+
+    def result(self, num_burnin: int, **extra) -> ChainRun:
+        """The raw output, traces cut to the draws taken."""
+        kept = self.kept(num_burnin)
+        return ChainRun(
+            loss=self.loss_tr[:, :kept].cpu().numpy(), llc=self.llc_tr[:, :kept].cpu().numpy(),
+            diverged_at=self.diverged_at.cpu().numpy(), steps_done=self.t, final_w=self.state[0].detach(),
+            final_state=self.state,
+            accept=(self.acc_sum / max(kept, 1)).cpu().numpy() if self.has_acc else None, **extra)
 
 
 def run_chains(
@@ -248,7 +327,7 @@ def run_chains(
     divergence_bound: float,
     progress: bool = True,
     desc: str = "sampling",
-    on_block: Optional[Callable[[int], None]] = None,
+    on_block: Optional[Callable[[int, "LoopState"], None]] = None,
     chain_group: Optional[int] = None,
     checkpoint: Optional[str] = None,
     checkpoint_every: int = 1000,
@@ -277,105 +356,59 @@ def run_chains(
             loop adds its own (seed, chain ids, sampler, ε, nβ, γ, draws, burn-in, d, hash of w*, ...).
         sync: early-stop policy (default :class:`LocalSync`); distributed runs pass a
             :class:`slt_basins.distributed.RankSync` so that all ranks stop at the same step.
-        on_block: called with the step count after every block (after any checkpoint of that block).
+        on_block: called as ``on_block(t, loop)`` after every block (after any checkpoint of that
+            block) with the step count and the :class:`LoopState` (read it, don't modify it).
+
+    Example:
+        >>> from slt_basins.samplers import SGLD
+        >>> from slt_basins.targets import PotentialTarget
+        >>> t = PotentialTarget(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64))
+        >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(1, dtype=torch.float64))
+        >>> run = run_chains(SGLD, t, h, [0, 1], num_burnin=10, num_draws=20, seed=0,
+        ...                  divergence_bound=1e3, progress=False)
+        >>> run.llc.shape, run.steps_done
+        ((2, 20), 30)
     """
-    w_star = hyper.w_star
-    chains, d = len(chain_ids), w_star.numel()
-    device, dtype = w_star.device, w_star.dtype
-    streams = [ChainStream(seed, c, device, dtype) for c in chain_ids]
+    chains, d = len(chain_ids), hyper.w_star.numel()
+    streams = [ChainStream(seed, c, hyper.w_star.device, hyper.w_star.dtype) for c in chain_ids]
     if chain_group is not None:
         target = GroupedTarget(target, chain_group)
     total = num_burnin + num_draws
-    state = kernel.init(w_star.expand(chains, d).clone(), lambda w: target.loss_and_grad(w, None), hyper)
-    hyper_draw = hyper._replace(adapt=False)
-    acc_sum = torch.zeros(chains, device=device, dtype=dtype)
-    has_acc = False
-    loss_tr = torch.zeros(chains, num_draws, device=device, dtype=dtype)
-    llc_tr = torch.zeros(chains, num_draws, device=device, dtype=dtype)
-    alive = torch.ones(chains, dtype=torch.bool, device=device)
-    diverged_at = torch.full((chains,), -1, dtype=torch.long, device=device)
-    t, interrupted, resumed_from = 0, False, None
-    fp = None
+    loop = LoopState.start(kernel, target, hyper, chains, num_draws)
+    interrupted, resumed_from, fp, saved_t = False, None, None, None
     if checkpoint is not None:
         checkpoint = os.fspath(checkpoint)
         fp = ckpt.fingerprint(sampler=kernel.name, seed=seed, chain_ids=chain_ids, step_size=hyper.step_size,
                               nbeta=hyper.nbeta, localization=hyper.localization, num_draws=num_draws,
-                              num_burnin=num_burnin, d=d, w_star=w_star, divergence_bound=divergence_bound,
+                              num_burnin=num_burnin, d=d, w_star=hyper.w_star, divergence_bound=divergence_bound,
                               chain_group=chain_group, extra=fingerprint)
         saved = ckpt.load(checkpoint, fp)
         if saved is not None:
-            if saved["state_fields"] != list(state._fields):
-                raise ckpt.CheckpointMismatchError(
-                    f"the checkpoint {checkpoint} holds a {saved['state_fields']} kernel state, but sampler "
-                    f"{kernel.name!r} has {list(state._fields)}; delete the file to start afresh.")
-            state = type(state)(*[f.to(device) for f in saved["state"]])
-            alive, diverged_at = saved["alive"].to(device), saved["diverged_at"].to(device)
-            acc_sum, has_acc = saved["acc_sum"].to(device), bool(saved["has_acc"])
-            kept = saved["loss"].shape[1]
-            loss_tr[:, :kept], llc_tr[:, :kept] = saved["loss"].to(device), saved["llc"].to(device)
-            for s, st in zip(streams, saved["streams"]):
-                s.load_state_dict(st)
-            t = resumed_from = int(saved["t"])
+            loop.restore(saved, streams, kernel, checkpoint)
+            resumed_from = loop.t
+        snap, saved_t = loop.snapshot(streams), loop.t
     sync = LocalSync() if sync is None else sync
-    sync.start(t)
-    snap = saved_t = None
-    if checkpoint is not None:
-        snap = _Snapshot(t, state, alive, diverged_at, acc_sum, has_acc, [s.state_dict() for s in streams])
-        saved_t = t
+    sync.start(loop.t)
     blk = block_size(d, total)
-    bar = tqdm(total=total, initial=t, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = tqdm(total=total, initial=loop.t, desc=desc, unit="step", disable=not progress, leave=False)
     try:
-        while t < total:
-            if not sync.any_alive(t, alive):
-                break
-            k = min(blk, total - t)
-            noise = torch.stack([s.normal(k, d + kernel.extra_noise) for s in streams], dim=1)
-            batches = target.draw_batches(streams, k)
-            for j in range(k):
-                batch = None if batches is None else batches[j]
-                new_state, loss, acc = kernel.step(
-                    state, lambda w, b=batch: target.loss_and_grad(w, b), noise[j],
-                    hyper if t < num_burnin else hyper_draw,
-                )
-                draw = (loss - target.baseline(batch)) * hyper.nbeta
-                ok = torch.isfinite(draw) & (draw.abs() <= divergence_bound)
-                ok &= torch.isfinite(new_state[0]).all(dim=1)
-                diverged_at = torch.where(alive & ~ok, t, diverged_at)
-                alive = alive & ok
-                state = _where(alive, new_state, state)
-                if t >= num_burnin:
-                    loss_tr[:, t - num_burnin] = loss
-                    llc_tr[:, t - num_burnin] = draw
-                    if acc is not None:
-                        acc_sum = acc_sum + torch.where(alive, acc, 0.0)
-                        has_acc = True
-                t += 1
+        while loop.t < total and sync.any_alive(loop.t, loop.alive):
+            k = min(blk, total - loop.t)
+            loop.advance(kernel, target, hyper, streams, k, num_burnin, divergence_bound)
             if checkpoint is not None:
-                snap = _Snapshot(t, state, alive, diverged_at, acc_sum, has_acc, [s.state_dict() for s in streams])
-                if t - saved_t >= checkpoint_every:
-                    ckpt.save(checkpoint, _payload(snap, fp, loss_tr, llc_tr, num_burnin))
-                    saved_t = t
+                snap = loop.snapshot(streams)
+                if loop.t - saved_t >= checkpoint_every:
+                    ckpt.save(checkpoint, snap.payload(fp, num_burnin))
+                    saved_t = loop.t
             bar.update(k)
             if on_block is not None:
-                on_block(t)
+                on_block(loop.t, loop)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
     if checkpoint is not None and (snap.t > saved_t or not os.path.exists(checkpoint)):
-        ckpt.save(checkpoint, _payload(snap, fp, loss_tr, llc_tr, num_burnin))
+        ckpt.save(checkpoint, snap.payload(fp, num_burnin))
         saved_t = snap.t
-    kept = max(0, min(num_draws, t - num_burnin))
-    return ChainRun(
-        loss=loss_tr[:, :kept].cpu().numpy(),
-        llc=llc_tr[:, :kept].cpu().numpy(),
-        diverged_at=diverged_at.cpu().numpy(),
-        steps_done=t,
-        final_w=state[0].detach(),
-        final_state=state,
-        interrupted=interrupted,
-        accept=(acc_sum / max(kept, 1)).cpu().numpy() if has_acc else None,
-        resumed_from=resumed_from,
-        checkpoint_path=checkpoint,
-        checkpoint_step=saved_t,
-    )
+    return loop.result(num_burnin, interrupted=interrupted, resumed_from=resumed_from, checkpoint_path=checkpoint,
+                       checkpoint_step=saved_t)

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 __all__ = [
     "LLCWarning", "LocalizationWarning", "VmapFallbackWarning", "RankWarning",
-    "SamplerDivergedError", "CalibrationError", "CheckpointMismatchError",
+    "SamplerDivergedError", "CalibrationError", "CheckpointMismatchError", "warn",
 ]
 
 
@@ -58,3 +58,17 @@ class CalibrationError(ValueError):
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint file exists but was written with other settings (the message lists them)."""
+
+
+def warn(message: str, category: type = LLCWarning) -> None:
+    """Issue a warning attributed to the first caller outside ``slt_basins`` (the user's line),
+    however deep inside the package it is raised."""
+    import os
+    import sys
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)

@@ -1,17 +1,154 @@
-"""The result of an LLC estimate: estimate, error bars, traces and diagnostics."""
+"""The result of an LLC estimate (estimate, error bars, traces) and its typed diagnostics record.
+
+:class:`Checks` names every diagnostic a run measures, with its unit; a check that failed to run
+is recorded as a :class:`CheckFailure`, not as a string. :class:`LLCResult` holds the estimate and
+both, and saves to / loads from ``.npz`` files (files written by release 0.1.0, whose checks were a
+plain dict, still load).
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 import pandas as pd
 
 from . import diagnostics
 
-__all__ = ["LLCResult"]
+__all__ = ["LLCResult", "Checks", "CheckFailure"]
+
+
+class CheckFailure(NamedTuple):
+    """A diagnostic that could not be computed: which ``check``, the exception type and its message.
+
+    >>> CheckFailure("stability", "RuntimeError", "no vmap rule")
+    CheckFailure(check='stability', error='RuntimeError', message='no vmap rule')
+    """
+
+    check: str
+    error: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, check: str, e: BaseException) -> "CheckFailure":
+        return cls(check, type(e).__name__, str(e))
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.error}: {self.message}"
+
+
+_LEGACY_FAILURES = {"stability_check_error": "stability", "mala_probe_error": "mala_probe"}
+
+
+@dataclass
+class Checks:
+    """Diagnostics measured by one LLC run. ``None`` means "not measured" (switched off, or the check
+    does not apply to the sampler); a check that raised is listed in ``failures``.
+
+    Attributes:
+        grad_norm: ‖∇L_n(w*)‖ at the centre (loss units per parameter unit).
+        grad_bias_bound: nβ²·‖∇L_n(w*)‖²/γ, the largest shift of λ̂ the linear term can cause
+            (dimensionless, λ units; inf at γ = 0 with a non-zero gradient).
+        hessian_max_abs_eig: h_max, the largest |eigenvalue| of the Hessian of L_n at w* (loss units
+            per squared parameter unit), by power iteration on a subsample of the data.
+        step_stability: the kernel's stability ratio ε·(nβ·h_max + γ)/c at w* (dimensionless; ≥ 1
+            is unstable, c = ``Kernel.stability_divisor``).
+        hessian_max_abs_eig_end, step_stability_end: the same at the chains' final positions (the
+            largest over non-diverged chains).
+        mala_accept: mean Metropolis acceptance probability (0–1): MALA's own, or that of fresh
+            Langevin proposals of an unadjusted kernel from the chains' final positions.
+        r_hat: rank-normalised split R-hat of the per-draw LLC (≥ 2 chains).
+        ess_bulk: bulk effective sample size of the per-draw LLC (draws).
+        wall_time_s: seconds spent in the chain loop (the checks excluded).
+        diverged_at_step: chain id → step (burn-in included) at which that chain was stopped.
+        resumed_from_step: the step a checkpoint was resumed from, or None.
+        calibration: for ``step_size="auto"``, the calibration summary (chosen ε, reason, rules, table).
+        failures: the checks that raised, as :class:`CheckFailure` values.
+
+    Read a field as an attribute (``r.checks.r_hat``) or by name (``r.checks["r_hat"]``); an unknown
+    name raises ``KeyError`` listing the valid ones, so a typo never reads as None.
+
+    >>> c = Checks(r_hat=1.01)
+    >>> c["r_hat"], c.get("mala_accept")
+    (1.01, None)
+    >>> c["rhat"]
+    Traceback (most recent call last):
+    ...
+    KeyError: "no check named 'rhat'; the checks are grad_norm, grad_bias_bound, hessian_max_abs_eig, step_stability, hessian_max_abs_eig_end, step_stability_end, mala_accept, r_hat, ess_bulk, wall_time_s, diverged_at_step, resumed_from_step, calibration, failures"
+    """
+
+    grad_norm: Optional[float] = None
+    grad_bias_bound: Optional[float] = None
+    hessian_max_abs_eig: Optional[float] = None
+    step_stability: Optional[float] = None
+    hessian_max_abs_eig_end: Optional[float] = None
+    step_stability_end: Optional[float] = None
+    mala_accept: Optional[float] = None
+    r_hat: Optional[float] = None
+    ess_bulk: Optional[float] = None
+    wall_time_s: Optional[float] = None
+    diverged_at_step: dict = field(default_factory=dict)
+    resumed_from_step: Optional[int] = None
+    calibration: Optional[dict] = None
+    failures: list = field(default_factory=list)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def _name(self, key: str) -> str:
+        if key not in self.names():
+            raise KeyError(f"no check named {key!r}; the checks are {', '.join(self.names())}")
+        return key
+
+    def __getitem__(self, key: str):
+        return getattr(self, self._name(key))
+
+    def get(self, key: str, default=None):
+        """The value of check ``key`` (``default`` where it is None); unknown names raise KeyError."""
+        v = self[key]
+        return default if v is None else v
+
+    def __contains__(self, key) -> bool:
+        return key in self.names() and getattr(self, key) is not None
+
+    def items(self):
+        """(name, value) of the measured checks (those that are not None or empty)."""
+        return [(k, v) for k, v in self.as_dict().items()]
+
+    def failure(self, check: str) -> Optional[CheckFailure]:
+        """The failure of ``check``, or None."""
+        return next((f for f in self.failures if f.check == check), None)
+
+    def as_dict(self) -> dict:
+        """The measured checks as a JSON-ready dict (failures as lists [check, error, message])."""
+        out = {}
+        for k in self.names():
+            v = getattr(self, k)
+            if v is None or (k in ("failures", "diverged_at_step") and not v):
+                continue
+            out[k] = [list(f) for f in v] if k == "failures" else v
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Checks":
+        """Read :meth:`as_dict` output, or the plain dict of release 0.1.0 (its ``*_error`` strings
+        become :class:`CheckFailure` values)."""
+        d = dict(d)
+        failures = [CheckFailure(*f) for f in d.pop("failures", [])]
+        for key, check in _LEGACY_FAILURES.items():
+            if key in d:
+                err, _, msg = str(d.pop(key)).partition(": ")
+                failures.append(CheckFailure(check, err, msg))
+        unknown = set(d) - set(cls.names())
+        if unknown:
+            raise ValueError(f"unknown checks {sorted(unknown)} in a saved result; it was written by a newer "
+                             "release of slt_basins: upgrade to read it.")
+        div = {int(k): int(v) for k, v in d.pop("diverged_at_step", {}).items()}
+        return cls(**d, diverged_at_step=div, failures=failures)
 
 
 @dataclass
@@ -35,7 +172,7 @@ class LLCResult:
         diverged: indices of chains stopped for divergence and excluded from the estimate.
         chain_ids: chain index of each row of the traces.
         config: the settings of the run (sampler, ε, γ, n, d, batch size, seed, ...).
-        checks: measured diagnostics (gradient norm at w*, divergence steps, R-hat, ESS, ...).
+        checks: the measured diagnostics, a :class:`Checks` record.
     """
 
     llc_mean: float
@@ -49,7 +186,7 @@ class LLCResult:
     diverged: list
     chain_ids: list
     config: dict = field(default_factory=dict)
-    checks: dict = field(default_factory=dict)
+    checks: Checks = field(default_factory=Checks)
 
     # -- presentation ------------------------------------------------------------------------------
     @property
@@ -68,8 +205,8 @@ class LLCResult:
     def __str__(self) -> str:
         s = (f"LLC = {self.llc_mean:.4g} ± {self.mcse:.2g} (MCSE; {self.num_chains} chains × "
              f"{self.num_draws} draws, nβ = {self.nbeta:.4g}")
-        if "r_hat" in self.checks and self.checks["r_hat"] is not None:
-            s += f", R-hat {self.checks['r_hat']:.3f}, ESS {self.checks['ess_bulk']:.0f}"
+        if self.checks.r_hat is not None:
+            s += f", R-hat {self.checks.r_hat:.3f}, ESS {self.checks.ess_bulk:.0f}"
         if self.diverged:
             s += f"; chains {self.diverged} diverged and are excluded"
         return s + ")"
@@ -130,16 +267,17 @@ class LLCResult:
         meta = {
             "llc_mean": self.llc_mean, "llc_std": self.llc_std, "mcse": self.mcse,
             "init_loss": self.init_loss, "nbeta": self.nbeta, "diverged": list(map(int, self.diverged)),
-            "chain_ids": list(map(int, self.chain_ids)), "config": self.config, "checks": self.checks,
+            "chain_ids": list(map(int, self.chain_ids)), "config": self.config, "checks": self.checks.as_dict(),
         }
         np.savez(path, llc_per_chain=self.llc_per_chain, loss_trace=self.loss_trace,
                  llc_trace=self.llc_trace, meta=np.array(json.dumps(meta, default=_json_default)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LLCResult":
-        """Load a result written by :meth:`save`."""
+        """Load a result written by :meth:`save` (this release or 0.1.0)."""
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
+            meta["checks"] = Checks.from_dict(meta.get("checks", {}))
             return cls(llc_per_chain=f["llc_per_chain"], loss_trace=f["loss_trace"],
                        llc_trace=f["llc_trace"], **meta)
 

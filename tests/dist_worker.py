@@ -90,12 +90,12 @@ def main(out: str) -> None:
     # Then resume with rank 0's file at the end (step 420) and rank 1's at step 200: rank 1 catches up.
     import shutil
 
-    import slt_basins.llc as llc_mod
+    import slt_basins.sampling as llc_mod
 
     real = llc_mod.run_chains
 
     def interrupted(*a, **k):
-        def on_block(t):
+        def on_block(t, *_):
             if t >= 200:
                 raise KeyboardInterrupt
         return real(*a, **k, on_block=on_block)

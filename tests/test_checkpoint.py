@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-import slt_basins.llc as llc_mod
+import slt_basins.sampling as llc_mod
 from slt_basins import LLCWarning, estimate_llc, estimate_llc_potential
 from slt_basins.checkpoint import CheckpointMismatchError
 
@@ -99,7 +99,7 @@ def test_model_minibatch_rmsprop_resume_after_interrupt_is_bit_identical(tmp_pat
     real = llc_mod.run_chains
 
     def interrupted(*a, **k):  # Ctrl-C right after the first block (steps 0–199) ends
-        def on_block(t):
+        def on_block(t, *_):
             raise KeyboardInterrupt
         return real(*a, **k, on_block=on_block)
 
