@@ -63,6 +63,7 @@ def estimate_llc(
     chain_group: Optional[int] = None,
     checkpoint: Optional[Union[str, os.PathLike]] = None,
     checkpoint_every: Optional[int] = None,
+    evaluate: Optional[Callable[[Callable, Any], torch.Tensor]] = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient λ(w*) of ``model`` at its current parameters w*.
 
@@ -72,12 +73,25 @@ def estimate_llc(
 
     Args:
         model: the trained ``nn.Module``; all parameters with ``requires_grad`` are sampled. It is
-            not modified. Its mode (train/eval) is respected: call ``model.eval()`` first unless you
-            mean to sample a stochastic (dropout) or batch-statistics (BatchNorm) loss.
-        data: ``(inputs, targets)`` tensors, a ``Dataset`` of pairs, or a ``DataLoader`` (iterated
-            once and held in memory on ``device``; the package draws its own minibatches).
-        loss: ``"mse"`` (mean squared error over examples and outputs), ``"cross_entropy"`` (on
-            logits, integer labels), or a callable ``(outputs, targets) -> mean loss``.
+            not modified. Its mode (train/eval) is respected, but dropout (or any layer drawing random
+            numbers) in train mode is refused: call ``model.eval()`` first. BatchNorm in train mode
+            samples the batch-statistics loss (and falls back to a per-chain loop, with a warning).
+        data: the training examples, held in memory on the model's device (the package draws its own
+            minibatches from them, per chain): a tuple ``(inputs, targets)`` of tensors or arrays; a
+            dict of tensors with a common first dimension (e.g. ``input_ids``, ``attention_mask``,
+            ``labels``: the model is called as ``model(**inputs)`` with the target keys
+            ``labels``/``label``/``targets``/``target``/``y`` left out, and the loss gets the whole
+            batch); a ``Dataset`` of tuples or dicts; a ``DataLoader``, whose sampler, batch sampler,
+            ``Subset``, ``collate_fn`` and ``drop_last`` are respected (n is the number of examples
+            the loader covers); or a HuggingFace ``datasets.Dataset`` in torch format.
+        loss: ``"mse"`` (mean squared error over examples and outputs), ``"cross_entropy"`` (logits
+            with classes on axis 1, integer labels), ``"token_cross_entropy"`` (logits ``(..., vocab)``
+            against aligned integer targets ``(...)``, ``ignore_index=-100``), ``"causal_lm"``
+            (HuggingFace convention: logits ``[:, :-1]`` against labels, or input ids, ``[:, 1:]``,
+            attention mask respected), or a callable ``(outputs, targets) -> mean loss``. The token
+            losses average each sequence's counted tokens, then the sequences (so that the paired
+            minibatch baseline is exact), which weights sequences equally. Model outputs may be a
+            tensor, a tuple (first item), a dict or a HuggingFace ``ModelOutput`` (``.logits``).
         num_chains: independent chains, run together as one vectorised ``(chains, d)`` tensor
             (default 4: enough for R-hat and a between-chain spread at little extra cost).
         num_draws: post-burn-in steps per chain, each one a draw (default 1000).
@@ -152,6 +166,12 @@ def estimate_llc(
             rerun with the same number of processes to resume (also after one rank was killed).
         checkpoint_every: steps (burn-in included) between checkpoints; default 1000. Each save
             writes the traces so far: 2 × chains × draws numbers in the model's dtype.
+        evaluate: instead of ``loss``, a callable ``(model, batch) -> mean loss`` for anything else
+            (devinterp's convention): ``model`` is called like your module (at the chain's parameters,
+            inside ``torch.func.vmap``), ``batch`` is what the data holds (a tuple or dict of tensors,
+            for a minibatch: those examples). It must be a mean over the batch's examples, and obey one
+            rule: no in-place state and no global random numbers (both break vmap and
+            reproducibility). Its minibatch baseline is paired by a forward pass at w*.
 
     Returns:
         :class:`~slt_basins.result.LLCResult` with λ̂, its MCSE, traces and diagnostics.
@@ -176,7 +196,7 @@ def estimate_llc(
         device=device, divergence_bound=divergence_bound, check_stability=check_stability, vectorize=vectorize,
         progress=progress, distributed=distributed, chain_group=chain_group, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every)
-    return _run(ModelTarget.build(model, data, loss, opts), opts)
+    return _run(ModelTarget.build(model, data, loss, opts, evaluate=evaluate), opts)
 
 
 def estimate_llc_potential(

@@ -110,6 +110,11 @@ def sample(target, opts: LLCOptions) -> LLCResult:
         >>> abs(r.llc_mean - 0.5) < 5 * r.mcse + 0.01   # a regular 1-d minimum: λ = 1/2
         True
     """
+    with target.evaluation():
+        return _sample(target, opts)
+
+
+def _sample(target, opts: LLCOptions) -> LLCResult:
     p = plan(target, opts)
     checks = Checks()
     with _dist.quiet_unless_rank0(p.dist):

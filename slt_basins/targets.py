@@ -6,6 +6,7 @@ paired baseline ``L_B(w*)``; everything else (noise, divergence, traces) lives i
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any, Callable, Optional, Sequence
 
@@ -15,7 +16,7 @@ from torch.func import grad, vmap
 from torch.utils.data import DataLoader
 
 from .chains import ChainStream
-from .data import as_tensors
+from .data import TensorData, as_data, describe_batch
 from .errors import VmapFallbackWarning
 from .functional import FlatModel
 from .losses import LossSpec, resolve_loss
@@ -58,6 +59,7 @@ class PotentialTarget:
         w_star = torch.as_tensor(w_star)
         if not w_star.is_floating_point():
             w_star = w_star.to(torch.float64)
+        _check_device(opts.device, opts.device and torch.device(opts.device), "")
         if opts.device is not None:
             w_star = w_star.to(opts.device)
         w_star = w_star.reshape(-1).detach().clone()
@@ -113,6 +115,9 @@ class PotentialTarget:
     def rounding_floor(self, h: float = 1.0) -> float:
         return _rounding_floor(self.w_star, h)
 
+    def evaluation(self):
+        return contextlib.nullcontext()
+
     def check_fns(self, seed: int = 0):
         """(w ↦ ∇K(w) for one (d,) point, differentiable by torch.func; (rows, d) ↦ (K, ∇K))."""
         return grad(lambda w: self.potential(w.reshape(1, -1)).sum()), (lambda w: self.loss_and_grad(w, None))
@@ -123,13 +128,19 @@ class PotentialTarget:
 
 
 class ModelTarget:
-    """The mean loss of ``model`` on ``(x, y)`` as a function of the flat parameters.
+    """The mean loss of ``model`` on ``data`` (a :class:`~slt_basins.data.TensorData`) as a function of
+    the flat parameters.
 
     ``batch_size=None`` (or ≥ n) uses the full data every step. Otherwise each chain draws its own
     minibatches, and the baseline L_B(w*) is evaluated on the *same* minibatch as L_B(w_t) (a
     paired difference, so that the minibatch noise of the baseline cancels). When the loss
     decomposes per example, L_B(w*) is read from a cache of per-example losses at w*; otherwise it
     is recomputed with a forward pass.
+
+    The loss of one chain is ``spec.mean(outputs, batch)`` (a named or user loss), or, with
+    ``evaluate``, ``evaluate(model_at_w, batch)`` where ``model_at_w`` is called like the user's
+    module. Chains are batched with ``torch.func.vmap`` over the parameters and, for minibatches,
+    over each chain's own batch.
 
     Example:
         >>> x = torch.randn(64, 3); y = x.sum(1, keepdim=True)
@@ -141,50 +152,67 @@ class ModelTarget:
     kind = "model"
 
     @classmethod
-    def build(cls, model: nn.Module, data: Any, loss, opts: LLCOptions) -> "ModelTarget":
-        """Validate (model, data, loss) for a run with ``opts`` and build the target: flatten the
-        sampled parameters (``opts.params``), read the data onto the model's device, probe one forward
+    def build(cls, model: nn.Module, data: Any, loss, opts: LLCOptions, evaluate: Optional[Callable] = None
+              ) -> "ModelTarget":
+        """Validate (model, data, loss or ``evaluate``) for a run with ``opts`` and build the target: flatten
+        the sampled parameters (``opts.params``), read the data onto the model's device, probe one forward
         pass and resolve the loss against its outputs. Errors say what to change."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         fm = FlatModel(model, opts.params)
-        dev = torch.device(opts.device) if opts.device is not None else fm.device
-        if dev != fm.device:
-            raise ValueError(f"the model is on {fm.device} but device={dev}; move the model with model.to(device) "
-                             "first.")
-        batch_size = opts.batch_size
-        if batch_size is None and isinstance(data, DataLoader):
-            batch_size = data.batch_size
-        x, y = as_tensors(data, device=dev, dtype=fm.dtype)
-        n = int(x.shape[0])
+        _check_device(opts.device, fm.device, "move the model with model.to(device) first")
+        _refuse_random_layers(model)
+        tdata = as_data(data, device=fm.device, dtype=fm.dtype)
+        batch_size = tdata.loader_batch_size if opts.batch_size is None else opts.batch_size
         kernel = opts.kernel
-        if kernel.full_batch and batch_size is not None and batch_size < n:
+        if kernel.full_batch and batch_size is not None and batch_size < tdata.n:
             raise ValueError(f"sampler={kernel.name!r} is Metropolis-adjusted and needs the exact full-batch loss, "
-                             f"but batch_size={batch_size} < n={n}. Pass batch_size=None (for a DataLoader: "
-                             f"batch_size={n}), or use sampler='sgld' for minibatches.")
-        spec, y = _probe_loss(fm, x, y, loss)
-        target = cls(fm, x, y, spec, batch_size, vectorize=opts.vectorize)
+                             f"but batch_size={batch_size} < n={tdata.n}. Pass batch_size=None (for a DataLoader: "
+                             f"batch_size={tdata.n}), or use sampler='sgld' for minibatches.")
+        with attention_for_vmap(model):
+            spec, tdata = (None, tdata) if evaluate is not None else _probe_loss(fm, tdata, loss)
+            target = cls(fm, tdata, spec, batch_size, vectorize=opts.vectorize, evaluate=evaluate)
+            _refuse_random_loss(target)
         target.restricted = opts.params is not None
         return target
 
-    def __init__(self, fm: FlatModel, x: torch.Tensor, y: torch.Tensor, spec: LossSpec,
-                 batch_size: Optional[int], vectorize: bool = True, chunk: int = 8192):
-        self.fm, self.x, self.y, self.spec = fm, x, y, spec
+    def __init__(self, fm: FlatModel, data: TensorData, spec: Optional[LossSpec], batch_size: Optional[int],
+                 vectorize: bool = True, chunk: int = 8192, evaluate: Optional[Callable] = None):
+        if spec is None and evaluate is None:
+            raise ValueError("a ModelTarget needs a loss or an evaluate function.")
+        self.fm, self.data, self.spec, self.evaluate = fm, data, spec, evaluate
         self.w_star = fm.w_star
         self.restricted = False  # True when only some parameters are sampled (params=)
-        self.n, self.d = int(x.shape[0]), fm.d
+        self.n, self.d = data.n, fm.d
         self.batch_size = None if batch_size is None or batch_size >= self.n else int(batch_size)
         self.chunk = chunk
-
-        def loss_one(w, xb, yb):
-            return spec.check_scalar(spec.mean(fm.forward(w, xb), yb))
-
-        self._loss_one = loss_one
-        self._loss_vmap_full = vmap(loss_one, in_dims=(0, None, None))
-        self._loss_vmap = vmap(loss_one, in_dims=(0, 0, 0))
-        self._loss_vmap_star = vmap(loss_one, in_dims=(None, 0, 0))
+        self._loss_one = self._make_loss_one()
+        self._loss_vmap_full = vmap(self._loss_one, in_dims=(0, None))
+        self._loss_vmap = vmap(self._loss_one, in_dims=(0, 0))
+        self._loss_vmap_star = vmap(self._loss_one, in_dims=(None, 0))
         self.vectorized = vectorize
-        self._init_stats()
+        with attention_for_vmap(fm.model):
+            self._init_stats()
+
+    def _make_loss_one(self):
+        fm, spec, evaluate = self.fm, self.spec, self.evaluate
+        check = LossSpec.check_scalar
+        if evaluate is None:
+            return lambda w, batch: spec.check_scalar(spec.mean(fm.outputs(w, batch), batch))
+
+        def loss_one(w, batch):
+            def model_at_w(*args, **kwargs):
+                return fm.forward(w, *args, **kwargs)
+            return check(None, evaluate(model_at_w, batch))
+        return loss_one
+
+    @property
+    def loss_name(self) -> str:
+        return "evaluate" if self.evaluate is not None else self.spec.name
+
+    @property
+    def per_sample(self):
+        return None if self.spec is None else self.spec.per_sample
 
     # -- set-up -------------------------------------------------------------------------------
     def _init_stats(self):
@@ -192,24 +220,29 @@ class ModelTarget:
         w = self.fm.w_star
         loss_sum = torch.zeros((), dtype=w.dtype, device=w.device)
         grad_sum = torch.zeros_like(w)
-        per = [] if self.spec.per_sample is not None else None
+        per = [] if self.per_sample is not None else None
         for i in range(0, self.n, self.chunk):
-            xb, yb = self.x[i:i + self.chunk], self.y[i:i + self.chunk]
+            batch = self.data.rows(i, i + self.chunk)
+            m = min(self.n, i + self.chunk) - i
             with torch.enable_grad():
                 wg = w.detach().requires_grad_(True)
-                out = self.fm.forward(wg, xb)
-                l = self.spec.check_scalar(self.spec.mean(out, yb))
+                if per is not None:
+                    out = self.fm.outputs(wg, batch)
+                    l = self.spec.check_scalar(self.spec.mean(out, batch))
+                    per.append(self.per_sample(out.detach(), batch))
+                else:
+                    l = self._loss_one(wg, batch)
                 (g,) = torch.autograd.grad(l, wg)
-            m = xb.shape[0]
             loss_sum += l.detach() * m
             grad_sum += g * m
-            if per is not None:
-                per.append(self.spec.per_sample(out.detach(), yb))
         self.init_loss_t = loss_sum / self.n
         self.grad_star = grad_sum / self.n
         self.per_sample_star = torch.cat(per) if per is not None else None
         if not torch.isfinite(self.init_loss_t):
             raise ValueError(f"the loss at w* is not finite ({float(self.init_loss_t)}); check the model and data.")
+        if not torch.isfinite(self.grad_star).all():
+            raise ValueError("the gradient of the loss at w* is not finite; the LLC needs a loss that is "
+                             "differentiable at w* (check for log(0), sqrt(0) or w**0 terms).")
 
     def check_vectorized(self, chains: int) -> None:
         """Try one vmapped evaluation; fall back to a per-chain loop with a warning if it fails."""
@@ -220,14 +253,16 @@ class ModelTarget:
         if self.batch_size is not None:
             batch = torch.zeros(chains, self.batch_size, dtype=torch.long, device=w.device)
         try:
-            self.loss_and_grad(w, batch)
+            with attention_for_vmap(self.fm.model):
+                self.loss_and_grad(w, batch)
         except Exception as e:  # e.g. BatchNorm in train mode, data-dependent control flow
             self.vectorized = False
             warnings.warn(
                 f"the model could not be vectorised over chains with torch.func.vmap ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200]}); running the chains one after another in a loop instead, "
-                "which is slower. Models in train mode with BatchNorm or dropout cause this: call "
-                "model.eval() first if the train-mode behaviour is not what you want to sample.",
+                "which is slower. Typical causes: BatchNorm in train mode (call model.eval() unless batch "
+                "statistics are what you mean to sample), or Python control flow on tensor values in the "
+                "model's forward (write it with torch.where, or pass evaluate=).",
                 VmapFallbackWarning,
                 stacklevel=3,
             )
@@ -239,22 +274,27 @@ class ModelTarget:
     def rounding_floor(self, h: float = 1.0) -> float:
         return _rounding_floor(self.w_star, h)
 
+    def evaluation(self):
+        """A context in which the model's attention runs through vmap-safe kernels (see
+        :func:`attention_for_vmap`); the sampling tail runs the chains inside it."""
+        return attention_for_vmap(self.fm.model)
+
     def check_fns(self, seed: int = 0):
         """The functions the checks evaluate, on a fixed subsample of at most :data:`CHECK_EXAMPLES`
         examples drawn with ``seed``: w ↦ ∇L(w) for one (d,) point (differentiable by torch.func), and
         (rows, d) ↦ (L, ∇L)."""
         m = min(self.n, CHECK_EXAMPLES)
-        idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))[:m].to(self.x.device)
-        xs, ys = self.x[idx], self.y[idx]
-        grad_fn = grad(lambda w: self._loss_one(w, xs, ys))
+        idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))[:m].to(self.w_star.device)
+        sub = self.data.take(idx)
+        grad_fn = grad(lambda w: self._loss_one(w, sub))
         return grad_fn, (lambda w: self.loss_and_grad(w, idx.expand(w.shape[0], -1)))
 
     def describe(self) -> dict:
         """Facts about the target for the result's ``config``."""
         paired = "full batch" if self.batch_size is None else (
-            "per-example cache" if self.spec.per_sample is not None else "forward pass")
+            "per-example cache" if self.per_sample is not None else "forward pass")
         return dict(kind="model", params=list(self.fm.names) if self.restricted else None, n=self.n, d=self.d,
-                    loss=self.spec.name, batch_size=self.batch_size, vectorized=self.vectorized,
+                    loss=self.loss_name, batch_size=self.batch_size, vectorized=self.vectorized,
                     device=str(self.w_star.device), dtype=str(self.w_star.dtype), paired_baseline=paired)
 
     # -- chain-loop interface --------------------------------------------------------------------
@@ -266,11 +306,11 @@ class ModelTarget:
     def _losses(self, w: torch.Tensor, batch: Optional[torch.Tensor]) -> torch.Tensor:
         if self.vectorized:
             if batch is None:
-                return self._loss_vmap_full(w, self.x, self.y)
-            return self._loss_vmap(w, self.x[batch], self.y[batch])
+                return self._loss_vmap_full(w, self.data.batch)
+            return self._loss_vmap(w, self.data.take(batch))
         if batch is None:
-            return torch.stack([self._loss_one(w[c], self.x, self.y) for c in range(w.shape[0])])
-        return torch.stack([self._loss_one(w[c], self.x[b], self.y[b]) for c, b in enumerate(batch)])
+            return torch.stack([self._loss_one(w[c], self.data.batch) for c in range(w.shape[0])])
+        return torch.stack([self._loss_one(w[c], self.data.take(b)) for c, b in enumerate(batch)])
 
     def loss_and_grad(self, w: torch.Tensor, batch: Optional[torch.Tensor]):
         """``(L_B(w), ∇L_B(w))`` per chain; ``batch`` is ``(chains, b)`` example indices, or None
@@ -291,34 +331,113 @@ class ModelTarget:
             return self.per_sample_star[batch].mean(dim=1)
         with torch.no_grad():
             if self.vectorized:
-                return self._loss_vmap_star(self.fm.w_star, self.x[batch], self.y[batch])
-            return torch.stack([self._loss_one(self.fm.w_star, self.x[b], self.y[b]) for b in batch])
+                return self._loss_vmap_star(self.fm.w_star, self.data.take(batch))
+            return torch.stack([self._loss_one(self.fm.w_star, self.data.take(b)) for b in batch])
 
 
-def _probe_loss(fm: FlatModel, x: torch.Tensor, y: torch.Tensor, loss):
-    """Run the model on the first examples and resolve ``loss`` against its outputs: (LossSpec, targets)."""
-    n = int(x.shape[0])
-    probe_x = x[: min(n, 8)]
+def _check_device(requested, actual: torch.device, fix: str) -> None:
+    """Refuse a ``device=`` that differs from where the model (or w*) lives, saying why."""
+    if requested is None:
+        return
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(requested)!r} was requested, but CUDA is not available here "
+                         "(torch.cuda.is_available() is False: no GPU, or a CPU-only PyTorch build). Leave device "
+                         "unset to sample where the model is, or pass device='cpu'.")
+    if dev.type != actual.type or (dev.index is not None and dev != actual):
+        raise ValueError(f"the model is on {actual} but device={dev}; {fix}.")
+
+
+_RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def _refuse_random_layers(model: nn.Module) -> None:
+    """Dropout in train mode draws from the global generator: refuse it (same seed must give the same bits)."""
+    live = [name or type(model).__name__ for name, m in model.named_modules()
+            if isinstance(m, _RANDOM_LAYERS) and m.training and m.p > 0]
+    if live:
+        raise ValueError(
+            f"the model has dropout layers in train mode ({', '.join(live[:5])}{' …' if len(live) > 5 else ''}). "
+            "They draw from PyTorch's global random generator, so the loss would be random and the same seed would "
+            "not give the same result. Call model.eval() first (the LLC is defined for the deterministic loss).")
+
+
+def _refuse_random_loss(target: "ModelTarget") -> None:
+    """The same parameters and batch must give the same loss (catches functional dropout and other noise)."""
+    batch = target.data.head(min(target.n, 8))
+    with torch.no_grad():
+        a, b = (target._loss_one(target.fm.w_star, batch) for _ in range(2))
+    if not torch.equal(a, b):
+        raise ValueError(
+            f"the loss at w* differs between two identical evaluations ({float(a):.6g} vs {float(b):.6g}): the "
+            "model or loss draws random numbers (dropout or another random layer in train mode). Call model.eval() "
+            "first, or make the randomness a fixed input.")
+
+
+@contextlib.contextmanager
+def attention_for_vmap(model: nn.Module):
+    """Run attention through kernels that ``torch.func.vmap`` can batch, restoring the user's settings after.
+
+    * ``nn.TransformerEncoder`` / ``nn.MultiheadAttention``: PyTorch's fused "fast path" (used in eval
+      mode) has no batching rule, so it is switched off (``torch.backends.mha.set_fastpath_enabled``).
+    * ``F.scaled_dot_product_attention``: only the math kernel has a batching rule, so the flash and
+      memory-efficient kernels are disabled (``torch.nn.attention.sdpa_kernel``).
+    * HuggingFace models with ``config._attn_implementation`` ``"sdpa"`` or a flash variant are switched to
+      ``"eager"`` (their mask code branches on tensor values, which vmap cannot trace).
+
+    The arithmetic is the same attention; only the kernel changes.
+
+    Example:
+        >>> layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, batch_first=True).eval()
+        >>> with attention_for_vmap(layer):
+        ...     torch.backends.mha.get_fastpath_enabled()
+        False
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    fast = torch.backends.mha.get_fastpath_enabled()
+    configs = [m.config for m in model.modules() if _hf_attn(getattr(m, "config", None)) not in (None, "eager")]
+    saved = [c._attn_implementation for c in configs]
+    try:
+        torch.backends.mha.set_fastpath_enabled(False)
+        for c in configs:
+            c._attn_implementation = "eager"
+        with sdpa_kernel([SDPBackend.MATH]):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast)
+        for c, v in zip(configs, saved):
+            c._attn_implementation = v
+
+
+def _hf_attn(config) -> Optional[str]:
+    impl = getattr(config, "_attn_implementation", None)
+    return impl if isinstance(impl, str) else None
+
+
+def _probe_loss(fm: FlatModel, data: TensorData, loss):
+    """Run the model on the first examples and resolve ``loss`` against its outputs: (LossSpec, data)."""
+    probe = data.head(min(data.n, 8))
     try:
         with torch.no_grad():
-            out = fm.forward(fm.w_star, probe_x)
+            out = fm.outputs(fm.w_star, probe)
+    except TypeError as e:
+        if "output" in str(e).lower():
+            raise
+        raise ValueError(f"the model failed on the first examples of data ({describe_batch(probe)}): "
+                         f"{type(e).__name__}: {e}") from e
     except Exception as e:
-        raise ValueError(f"the model failed on inputs of shape {tuple(probe_x.shape)} (the first examples of "
-                         f"data): {type(e).__name__}: {e}") from e
-    if not isinstance(out, torch.Tensor):
-        raise ValueError(f"the model must return a tensor of outputs; got {type(out).__name__}. Wrap it so "
-                         "that forward returns the outputs the loss takes.")
-    spec = resolve_loss(loss) if isinstance(loss, str) else None
-    if spec is not None:
-        y = spec.prepare_targets(out, y)
-    else:
-        spec = resolve_loss(loss, out, y[: min(n, 8)])
+        raise ValueError(f"the model failed on the first examples of data ({describe_batch(probe)}): "
+                         f"{type(e).__name__}: {e}") from e
+    spec = resolve_loss(loss, out, probe)
+    data = spec.prepare(out, data)
+    probe = data.head(min(data.n, 8))
     try:
         with torch.no_grad():
-            spec.check_scalar(spec.mean(out, y[: min(n, 8)]))
+            spec.check_scalar(spec.mean(out, probe))
     except ValueError:
         raise
     except Exception as e:
-        raise ValueError(f"the loss failed on model outputs of shape {tuple(out.shape)} and targets of shape "
-                         f"{tuple(y[:8].shape)}: {type(e).__name__}: {e}") from e
-    return spec, y
+        raise ValueError(f"the loss failed on model outputs of shape {tuple(out.shape)} and the batch "
+                         f"{describe_batch(probe)}: {type(e).__name__}: {e}") from e
+    return spec, data
