@@ -1,14 +1,16 @@
 """Multi-temperature LLC: fit λ̂(nβ) across a sweep of nβ and extrapolate the multiplicity bias away.
 
 At a single inverse temperature t = nβ the LLC estimator measures t·E_t[L − L*], which for a
-singularity with learning coefficient λ and multiplicity m is (``rlct-truth.md`` §7 item 2)
+singularity with learning coefficient λ and multiplicity m is (Watanabe 2009, *Algebraic Geometry and
+Statistical Learning Theory*, from Z(t) ≍ t^{−λ}(log t)^{m−1}; docs page *Theory*, "Finite temperature")
 
     t·E_t[L − L*] = λ − (m − 1)/log t + O(1/log² t),
 
 always below λ when m > 1 (the crossing valley w1²w2², λ = 1/2, m = 2, gives 0.39 at t = 10³). The
 bias decays only like 1/log t, so more draws at one t never remove it. Estimating λ̂(t) at several t
-and fitting the law above separates λ from (m − 1) (§7 item 9a; Wei et al. 2022 regress
-E_β[nL_n] on 1/β over a narrow range around β = 1/log n, which assumes m = 1).
+and fitting the law above separates λ from (m − 1) (docs page *Theory*, "The multi-temperature
+estimator"; Wei et al. 2022, IEEE TNNLS, regress E_β[nL_n] on 1/β over a narrow range around
+β = 1/log n, which assumes m = 1).
 
 * :func:`fit_multitemperature`: the pure fitting core (weighted least squares on given λ̂(t) ± s.e.).
 * :func:`estimate_llc_multitemperature`: a model and its data; runs :func:`~slt_basins.estimate_llc`
@@ -55,9 +57,8 @@ linear fit), nor biases that every temperature shares (step size, localisation, 
 """
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -71,7 +72,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .data import as_tensors
-from .llc import LLCWarning, SamplerDivergedError, default_nbeta, estimate_llc, estimate_llc_potential
+from .errors import LLCWarning, SamplerDivergedError
+from .llc import estimate_llc, estimate_llc_potential
+from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions, default_nbeta
 from .result import LLCResult
 
 __all__ = [
@@ -109,6 +112,14 @@ class MultiTemperatureFit:
         candidates: every model that could be fitted, one row each (λ, s.e., m, s.e., χ², dof,
             p-value, AIC = χ² + 2·parameters, slope z-score, chosen).
         notes: the warnings issued, for the record.
+
+    The names ``llc``/``llc_se`` (not ``llc_mean``/``mcse``) are deliberate: this is a fitted
+    parameter next to m and ν; see :class:`MultiTemperatureResult` for the result's names.
+
+    Example:
+        >>> f = fit_multitemperature([1e2, 1e3, 1e4], [0.40, 0.42, 0.43], [0.01] * 3, "multiplicity")
+        >>> round(f.llc, 2), f.predict([1e3]).round(2).tolist(), bool(f.predict_x([0.0])[0] == f.llc)
+        (0.46, [0.42], True)
     """
 
     fit: str
@@ -208,6 +219,58 @@ def _check_nbetas(nbetas, log_offset: float = 0.0) -> np.ndarray:
     return t
 
 
+def _check_fit(fit: str, k: Optional[int] = None) -> None:
+    """``fit`` names a model (that ``k`` temperatures can determine, when ``k`` is given)."""
+    if fit not in ("auto",) + FITS:
+        raise ValueError(f"fit must be one of 'auto', 'constant', 'multiplicity', 'quadratic'; got {fit!r}.")
+    if fit != "auto" and k is not None and k < _NPARAMS[fit]:
+        raise ValueError(f"the {fit!r} fit has {_NPARAMS[fit]} parameters and needs at least that many "
+                         f"temperatures; got {k}. Add temperatures or use a simpler fit.")
+
+
+def _fit_inputs(nbeta, llc, se, fit: str, log_offset, threshold) -> tuple:
+    """The checked inputs of :func:`fit_multitemperature`, sorted by nβ: ``(t, y, se, c)``."""
+    try:
+        c = float(log_offset)
+    except (TypeError, ValueError):
+        raise TypeError(f"log_offset must be a number; got {log_offset!r}.") from None
+    if not math.isfinite(c):
+        raise ValueError(f"log_offset must be finite; got {log_offset!r}.")
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
+        raise ValueError(f"threshold must be a positive number of standard errors; got {threshold!r}.")
+    t = _check_nbetas(nbeta, c)
+    y = _as_1d("llc", llc)
+    s = _as_1d("se", se)
+    if not (len(y) == len(s) == len(t)):
+        raise ValueError(f"nbeta, llc and se must have the same length; got {len(t)}, {len(y)}, {len(s)}.")
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"llc values must be finite; got {y.tolist()} (drop temperatures whose estimate failed).")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"standard errors must be finite and > 0; got {s.tolist()}.")
+    _check_fit(fit, len(t))
+    order = np.argsort(t)
+    return t[order], y[order], s[order], c
+
+
+def _auto_choice(fits: dict, threshold: float) -> tuple:
+    """The ``"auto"`` rule of the module docstring: ``(chosen model, notes)``."""
+    notes = []
+    lin = fits["multiplicity"]["row"]
+    z = lin["slope_z"] if lin["slope_z"] is not None else 0.0
+    chosen = "constant"
+    if z >= threshold:
+        chosen = "multiplicity"
+        if "quadratic" in fits and fits["quadratic"]["row"]["dof"] >= 1 and \
+                lin["chi2"] - fits["quadratic"]["row"]["chi2"] > _AIC_GAIN:
+            chosen = "quadratic"
+    elif z <= -threshold:
+        notes.append(f"λ̂ decreases with nβ (slope z = {z:.1f}): multiplicity only lowers λ̂ at small nβ, so this "
+                     "trend is another bias. Suspects: step size (keep ε·nβ fixed across the sweep), "
+                     "minibatch noise growing with nβ, poor mixing at small nβ, or w* not a local minimum. "
+                     "The constant fit is reported; treat it with caution.")
+    return chosen, notes
+
+
 def fit_multitemperature(
     nbeta: Sequence[float],
     llc: Sequence[float],
@@ -230,7 +293,7 @@ def fit_multitemperature(
         llc: λ̂(t), dimensionless (each the LLC estimate at that t).
         se: their standard errors (MCSEs), > 0. Assumed independent across temperatures.
         fit: ``"auto"``, ``"constant"``, ``"multiplicity"`` or ``"quadratic"``.
-        log_offset: c in x = 1/(log t + c); 0 is the asymptotic law of rlct-truth.md §7 item 2. Pass
+        log_offset: c in x = 1/(log t + c); 0 is the asymptotic law λ − (m − 1)/log t. Pass
             a known c (γ_E + 2 log 2 ≈ 1.963 for w1²w2² under a uniform prior on [−1, 1]²) to make the
             linear model exact for m = 2.
         threshold: z-score the slope m − 1 must reach for ``"auto"`` to report multiplicity.
@@ -247,56 +310,17 @@ def fit_multitemperature(
         ValueError: bad inputs (with what to change), or a model needing more temperatures.
 
     Example:
-        >>> t = [1e2, 1e3, 1e4, 1e5, 1e6]                 # exact t·E_t[w1²w2²] on [−1, 1]² (§7)
+        >>> t = [1e2, 1e3, 1e4, 1e5, 1e6]   # exact t·E_t[w1²w2²] on [−1, 1]² (toys.crossing_valley_box_target)
         >>> y = [0.3478, 0.3873, 0.4105, 0.4258, 0.4366]
         >>> f = fit_multitemperature(t, y, [1e-3] * 5, log_offset=0.5772 + 2 * math.log(2))
         >>> f.fit, round(f.llc, 3), round(f.multiplicity, 2)
         ('multiplicity', 0.5, 2.0)
     """
-    if fit not in ("auto",) + FITS:
-        raise ValueError(f"fit must be one of 'auto', 'constant', 'multiplicity', 'quadratic'; got {fit!r}.")
-    try:
-        c = float(log_offset)
-    except (TypeError, ValueError):
-        raise TypeError(f"log_offset must be a number; got {log_offset!r}.") from None
-    if not math.isfinite(c):
-        raise ValueError(f"log_offset must be finite; got {log_offset!r}.")
-    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold) and threshold > 0):
-        raise ValueError(f"threshold must be a positive number of standard errors; got {threshold!r}.")
-    t = _check_nbetas(nbeta, c)
-    y = _as_1d("llc", llc)
-    s = _as_1d("se", se)
-    if not (len(y) == len(s) == len(t)):
-        raise ValueError(f"nbeta, llc and se must have the same length; got {len(t)}, {len(y)}, {len(s)}.")
-    if not np.all(np.isfinite(y)):
-        raise ValueError(f"llc values must be finite; got {y.tolist()} (drop temperatures whose estimate failed).")
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"standard errors must be finite and > 0; got {s.tolist()}.")
-    order = np.argsort(t)
-    t, y, s = t[order], y[order], s[order]
+    t, y, s, c = _fit_inputs(nbeta, llc, se, fit, log_offset, threshold)
     x = _x(t, c)
     k = len(t)
-    if fit != "auto" and k < _NPARAMS[fit]:
-        raise ValueError(f"the {fit!r} fit has {_NPARAMS[fit]} parameters and needs at least that many "
-                         f"temperatures; got {k}. Add temperatures or use a simpler fit.")
     fits = {name: _fit_one(name, x, y, s) for name in FITS if k >= _NPARAMS[name]}
-    notes: list[str] = []
-    if fit == "auto":
-        lin = fits["multiplicity"]["row"]
-        z = lin["slope_z"] if lin["slope_z"] is not None else 0.0
-        chosen = "constant"
-        if z >= threshold:
-            chosen = "multiplicity"
-            if "quadratic" in fits and fits["quadratic"]["row"]["dof"] >= 1 and \
-                    lin["chi2"] - fits["quadratic"]["row"]["chi2"] > _AIC_GAIN:
-                chosen = "quadratic"
-        elif z <= -threshold:
-            notes.append(f"λ̂ decreases with nβ (slope z = {z:.1f}): multiplicity only lowers λ̂ at small nβ, so this "
-                         "trend is another bias. Suspects: step size (keep ε·nβ fixed across the sweep), "
-                         "minibatch noise growing with nβ, poor mixing at small nβ, or w* not a local minimum. "
-                         "The constant fit is reported; treat it with caution.")
-    else:
-        chosen = fit
+    chosen, notes = (fit, []) if fit != "auto" else _auto_choice(fits, threshold)
     sel = fits[chosen]
     row = sel["row"]
     if k < 3:
@@ -333,9 +357,19 @@ def fit_multitemperature(
 class MultiTemperatureResult:
     """Outcome of :func:`estimate_llc_multitemperature` or :func:`estimate_llc_multitemperature_potential`.
 
+    Names. The estimate and its error bar are ``llc_mean`` and ``mcse``, as in
+    :class:`~slt_basins.LLCResult` and in the per-temperature ``table``, so code that reads a
+    single-temperature result reads this one too. ``llc`` and ``llc_se`` are read-only aliases kept
+    for older code. The fit record ``details`` (:class:`MultiTemperatureFit`) and its candidate
+    table keep ``llc``/``llc_se``: that is the one exception, since they describe a fitted parameter
+    (alongside m and ν), not a result.
+
     Attributes:
-        llc: the extrapolated learning coefficient λ (dimensionless), t → ∞ limit of the chosen fit.
-        llc_se: its standard error (statistical only; see :func:`fit_multitemperature`).
+        llc_mean: the extrapolated learning coefficient λ (dimensionless), t → ∞ limit of the chosen
+            fit. Alias: ``llc``.
+        mcse: its standard error, propagated from the per-temperature MCSEs through the weighted fit
+            (and inflated by √(χ²/dof) when > 1); statistical only (see :func:`fit_multitemperature`).
+            Alias: ``llc_se``.
         multiplicity, multiplicity_se: m and its s.e., or None when the constant fit was used (no
             significant multiplicity bias; m = 1 is then assumed).
         fit: ``"constant"``, ``"multiplicity"`` or ``"quadratic"``.
@@ -353,11 +387,21 @@ class MultiTemperatureResult:
         wbic_nbeta: n/log n, or None.
         n: the number of training examples (None for a potential without ``n``).
         details: the :class:`MultiTemperatureFit` (coefficients, covariance, χ², candidate fits).
-        config: settings of the sweep (reference nβ, step-size scaling, log_offset, ...).
+        config: settings of the sweep (reference nβ, step-size scaling, log_offset, the shared
+            options under ``settings``, ...).
+
+    Example:
+        >>> r = estimate_llc_multitemperature_potential(          # K = w², λ = 1/2 at every nβ
+        ...     lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64), nbetas=[10, 30, 100],
+        ...     num_chains=8, num_draws=400, num_burnin=100, step_size=3e-3, progress=False)
+        >>> r.fit, abs(r.llc_mean - 0.5) < 5 * r.mcse + 0.05, (r.llc, r.llc_se) == (r.llc_mean, r.mcse)
+        ('constant', True, True)
+        >>> bool(r.summary().loc["constant", "chosen"]), len(r.plot().axes)
+        (True, 2)
     """
 
-    llc: float
-    llc_se: float
+    llc_mean: float
+    mcse: float
     multiplicity: Optional[float]
     multiplicity_se: Optional[float]
     fit: str
@@ -370,8 +414,18 @@ class MultiTemperatureResult:
     details: MultiTemperatureFit
     config: dict = field(default_factory=dict)
 
+    @property
+    def llc(self) -> float:
+        """Alias of :attr:`llc_mean`, kept for older code."""
+        return self.llc_mean
+
+    @property
+    def llc_se(self) -> float:
+        """Alias of :attr:`mcse`, kept for older code."""
+        return self.mcse
+
     def __str__(self) -> str:
-        s = f"LLC = {self.llc:.4g} ± {self.llc_se:.2g} ({self.fit} fit over {int(self.table['used'].sum())} temperatures"
+        s = f"LLC = {self.llc_mean:.4g} ± {self.mcse:.2g} ({self.fit} fit over {int(self.table['used'].sum())} temperatures"
         if self.multiplicity is not None:
             s += f"; m = {self.multiplicity:.3g} ± {self.multiplicity_se:.2g}"
         if self.details.p_value is not None:
@@ -397,14 +451,14 @@ class MultiTemperatureResult:
         fig = Figure(figsize=figsize, layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         used = self.table[self.table["used"]]
-        label = f"{self.fit} fit: λ = {self.llc:.3g} ± {self.llc_se:.2g}"
+        label = f"{self.fit} fit: λ = {self.llc_mean:.3g} ± {self.mcse:.2g}"
         if self.multiplicity is not None:
             label += f", m = {self.multiplicity:.2g} ± {self.multiplicity_se:.2g}"
         tt = np.geomspace(d.nbeta.min() / 1.5, d.nbeta.max() * 1.5, 200)
         ax1.errorbar(used["nbeta"], used["llc_mean"], yerr=used["mcse"], fmt="o", capsize=3, label="λ̂(nβ) ± MCSE")
         ax1.plot(tt, d.predict(tt), "-", label=label)
-        ax1.axhspan(self.llc - self.llc_se, self.llc + self.llc_se, color="C1", alpha=0.15)
-        ax1.axhline(self.llc, color="C1", ls="--", lw=1)
+        ax1.axhspan(self.llc_mean - self.mcse, self.llc_mean + self.mcse, color="C1", alpha=0.15)
+        ax1.axhline(self.llc_mean, color="C1", ls="--", lw=1)
         if self.wbic_nbeta is not None:
             ax1.axvline(self.wbic_nbeta, color="gray", ls=":", lw=1, label="n/log n (WBIC)")
         ax1.set_xscale("log")
@@ -416,7 +470,7 @@ class MultiTemperatureResult:
         xx = np.linspace(0.0, x.max() * 1.05, 200)
         ax2.errorbar(x, used["llc_mean"], yerr=used["mcse"], fmt="o", capsize=3)
         ax2.plot(xx, d.predict_x(xx), "-")
-        ax2.errorbar([0.0], [self.llc], yerr=[self.llc_se], fmt="s", color="C1", capsize=3, label="λ (t = ∞)")
+        ax2.errorbar([0.0], [self.llc_mean], yerr=[self.mcse], fmt="s", color="C1", capsize=3, label="λ (t = ∞)")
         ax2.set_xlabel("x = 1/(log nβ + c)" if d.log_offset else "x = 1/log nβ")
         ax2.set_title("extrapolation to t = ∞")
         ax2.legend(fontsize=7, loc="best")
@@ -427,6 +481,35 @@ class MultiTemperatureResult:
 # the sweep (shared by the model and potential versions)
 # --------------------------------------------------------------------------------------------------
 _PER_TEMPERATURE = ("step_size", "num_draws", "num_burnin")
+_MODEL_ONLY = ("batch_size", "params", "vectorize")  # options that estimate_llc_potential does not take
+_STACK = 4  # a helper's warning points at the user's line: helper → _sweep → public function → user
+
+
+def _options(kwargs: dict, kind: str) -> tuple:
+    """Split the keyword options of a sweep: ``(shared, per)``.
+
+    ``shared`` is an :class:`~slt_basins.options.LLCOptions` on the defaults of the single-temperature
+    front door (:data:`~slt_basins.options.MODEL_DEFAULTS` or ``POTENTIAL_DEFAULTS``), validated now,
+    before any sampling; ``per`` holds ``step_size``, ``num_draws`` and ``num_burnin`` as given (a
+    scalar or one value per nβ), defaulted likewise. Unknown names raise a TypeError listing the valid ones.
+    """
+    if "nbeta" in kwargs:
+        raise TypeError("pass the sweep as nbetas=[...], not nbeta (that is the single-temperature setting).")
+    valid = [f.name for f in dataclasses.fields(LLCOptions)
+             if f.name != "nbeta" and not (kind == "potential" and f.name in _MODEL_ONLY)]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown option(s) {', '.join(unknown)} for a multi-temperature {kind} sweep; the valid "
+                        f"options are: {', '.join(valid)}.")
+    defaults = MODEL_DEFAULTS if kind == "model" else POTENTIAL_DEFAULTS
+    shared = defaults.replace(**{k: v for k, v in kwargs.items() if k not in _PER_TEMPERATURE})
+    return shared, {name: kwargs.get(name, getattr(defaults, name)) for name in _PER_TEMPERATURE}
+
+
+def _call_kwargs(opts: LLCOptions, kind: str) -> dict:
+    """``opts`` as keyword arguments of :func:`~slt_basins.estimate_llc` (or ``estimate_llc_potential``)."""
+    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
+            if not (kind == "potential" and f.name in _MODEL_ONLY)}
 
 
 def _per_temperature(name: str, value, k: int) -> Optional[list]:
@@ -439,83 +522,94 @@ def _per_temperature(name: str, value, k: int) -> Optional[list]:
     return None
 
 
-def _temperature_seed(seed, nbeta: float) -> int:
+def _temperature_seed(seed: int, nbeta: float) -> int:
     """A seed for one temperature, derived from (seed, nβ): its draws do not depend on the rest of the sweep."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer ≥ 0; got {seed!r}.")
     bits = int(np.float64(nbeta).view(np.uint64))
     ss = np.random.SeedSequence([int(seed), bits & 0xFFFFFFFF, bits >> 32, 0x6D74])
     return int(ss.generate_state(1, dtype=np.uint32)[0])
 
 
-def _sweep(call: Callable[..., LLCResult], nbetas, *, n: Optional[int], wbic: bool, settings: dict,
-           step_size_scaling: str, reference_nbeta: Optional[float], fit: str, log_offset: float,
-           threshold: float, localization: Optional[float], kind: str) -> MultiTemperatureResult:
+def _reference_nbeta(t_user: np.ndarray, reference_nbeta: Optional[float]) -> float:
+    """t_ref, the nβ at which ``step_size`` applies: the given value, or the geometric mean of the sweep."""
+    if reference_nbeta is None:
+        return float(np.exp(np.log(t_user).mean()))
+    t_ref = float(reference_nbeta)
+    if not (math.isfinite(t_ref) and t_ref > 0):
+        raise ValueError(f"reference_nbeta must be finite and > 0; got {reference_nbeta!r}.")
+    return t_ref
+
+
+def _at_temperature(shared: LLCOptions, per: dict, given: dict, t: float, t_ref: float,
+                    step_size_scaling: str) -> LLCOptions:
+    """The options of temperature t: the values ``given`` for it, else the scalars in ``per`` (ε scaled
+    by t_ref/t under ``"inverse"``); its own seed and, with a checkpoint, its own file ``path.nbeta<t>``."""
+    eps = given.get("step_size")
+    if eps is None:
+        eps = per["step_size"] * (t_ref / t if step_size_scaling == "inverse" else 1.0)
+    counts = {}
+    for name in ("num_draws", "num_burnin"):
+        v = given.get(name, per[name])
+        counts[name] = int(v) if isinstance(v, float) and v.is_integer() else v
+    checkpoint = None if shared.checkpoint is None else f"{shared.checkpoint}.nbeta{t:.6g}"
+    return shared.replace(nbeta=t, step_size=float(eps), seed=_temperature_seed(shared.seed, t),
+                          checkpoint=checkpoint, **counts)
+
+
+def _plan(nbetas, shared: LLCOptions, per: dict, *, t_wbic: Optional[float], step_size_scaling: str,
+          reference_nbeta: Optional[float], log_offset: float) -> tuple:
+    """``(options, t_ref)``: one validated :class:`LLCOptions` per temperature, sorted by nβ (n/log n
+    added when ``t_wbic`` is set and missing), and the reference nβ. Every check runs here, before sampling."""
     if step_size_scaling not in ("inverse", "none"):
         raise ValueError(f"step_size_scaling must be 'inverse' (ε ∝ 1/nβ) or 'none'; got {step_size_scaling!r}.")
-    if fit not in ("auto",) + FITS:
-        raise ValueError(f"fit must be one of 'auto', 'constant', 'multiplicity', 'quadratic'; got {fit!r}.")
     t_user = _check_nbetas(nbetas, float(log_offset))
     k = len(t_user)
-    per = {name: _per_temperature(name, settings[name], k) for name in _PER_TEMPERATURE}
-    if per["step_size"] is None and (isinstance(settings["step_size"], bool)
-                                     or not isinstance(settings["step_size"], (int, float, np.integer, np.floating))):
-        raise TypeError(f"step_size must be a number or one number per nβ; got {settings['step_size']!r}.")
-    if reference_nbeta is None:
-        t_ref = float(np.exp(np.log(t_user).mean()))
-    else:
-        t_ref = float(reference_nbeta)
-        if not (math.isfinite(t_ref) and t_ref > 0):
-            raise ValueError(f"reference_nbeta must be finite and > 0; got {reference_nbeta!r}.")
-    t_wbic = default_nbeta(n) if (wbic and n is not None) else None
-    rows = [dict(nbeta=float(t), **{name: (per[name][i] if per[name] is not None else None) for name in _PER_TEMPERATURE})
-            for i, t in enumerate(t_user)]
+    seqs = {name: _per_temperature(name, per[name], k) for name in _PER_TEMPERATURE}
+    if seqs["step_size"] is None and (isinstance(per["step_size"], bool)
+                                      or not isinstance(per["step_size"], (int, float, np.integer, np.floating))):
+        raise TypeError(f"step_size must be a number or one number per nβ; got {per['step_size']!r}.")
+    t_ref = _reference_nbeta(t_user, reference_nbeta)
+    rows = [(float(t), {name: v[i] for name, v in seqs.items() if v is not None}) for i, t in enumerate(t_user)]
     if t_wbic is not None and not np.any(np.isclose(t_user, t_wbic, rtol=1e-9, atol=0)):
-        if any(v is not None for v in per.values()):
+        if any(v is not None for v in seqs.values()):
             raise ValueError(f"the WBIC temperature n/log n = {t_wbic:.6g} is not in nbetas, and step_size/num_draws/"
                              "num_burnin are given per temperature, so its settings are undefined: include n/log n "
                              "in nbetas (with its settings) or pass wbic=False.")
-        rows.append(dict(nbeta=t_wbic, step_size=None, num_draws=None, num_burnin=None))
-    rows.sort(key=lambda r: r["nbeta"])
-    results: list[Optional[LLCResult]] = []
-    table_rows = []
-    for r in rows:
-        t = r["nbeta"]
-        eps = r["step_size"]
-        if eps is None:
-            eps = settings["step_size"] * (t_ref / t if step_size_scaling == "inverse" else 1.0)
-        s = dict(settings, step_size=float(eps),
-                 num_draws=r["num_draws"] if r["num_draws"] is not None else settings["num_draws"],
-                 num_burnin=r["num_burnin"] if r["num_burnin"] is not None else settings["num_burnin"],
-                 seed=_temperature_seed(settings["seed"], t))
-        if s.get("checkpoint") is not None:  # one checkpoint file per temperature: path.nbeta<t>
-            s["checkpoint"] = f"{os.fspath(s['checkpoint'])}.nbeta{t:.6g}"
-        for name in ("num_draws", "num_burnin"):
-            if isinstance(s[name], float) and s[name].is_integer():
-                s[name] = int(s[name])
-        t0 = time.perf_counter()
-        res = None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                res = call(t, **s)
-            except SamplerDivergedError as e:
-                failure = str(e)
-        for w in caught:  # re-issue each per-temperature warning, saying which temperature it is about
-            warnings.warn(f"at nβ = {t:.4g}: {w.message}", w.category, stacklevel=3)
-        if res is None:
-            warnings.warn(f"at nβ = {t:.4g} every chain diverged, so this temperature is left out of the fit: {failure}",
-                          LLCWarning, stacklevel=3)
-        results.append(res)
-        table_rows.append(dict(
-            nbeta=t, llc_mean=res.llc_mean if res else np.nan, mcse=res.mcse if res else np.nan,
-            r_hat=res.checks.get("r_hat") if res else None, ess=res.checks.get("ess_bulk") if res else None,
-            diverged=len(res.diverged) if res else s["num_chains"],
-            step_size=s["step_size"], num_draws=s["num_draws"], num_burnin=s["num_burnin"], seed=s["seed"],
-            wall_s=time.perf_counter() - t0, warnings=len(caught), used=res is not None,
-            wbic_point=t_wbic is not None and math.isclose(t, t_wbic, rel_tol=1e-9),
-        ))
-    table = pd.DataFrame(table_rows)
+        rows.append((t_wbic, {}))
+    rows.sort(key=lambda r: r[0])
+    return [_at_temperature(shared, per, given, t, t_ref, step_size_scaling) for t, given in rows], t_ref
+
+
+def _run_one(call: Callable[[LLCOptions], LLCResult], opts: LLCOptions, wbic_point: bool) -> tuple:
+    """Sample one temperature: ``(result, row)``, result None when every chain diverged (with a warning).
+
+    Each warning of the run is re-issued with the temperature it is about.
+    """
+    t = opts.nbeta
+    t0 = time.perf_counter()
+    res, failure = None, ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            res = call(opts)
+        except SamplerDivergedError as e:
+            failure = str(e)
+    for w in caught:
+        warnings.warn(f"at nβ = {t:.4g}: {w.message}", w.category, stacklevel=_STACK)
+    if res is None:
+        warnings.warn(f"at nβ = {t:.4g} every chain diverged, so this temperature is left out of the fit: {failure}",
+                      LLCWarning, stacklevel=_STACK)
+    row = dict(
+        nbeta=t, llc_mean=res.llc_mean if res else np.nan, mcse=res.mcse if res else np.nan,
+        r_hat=res.checks.get("r_hat") if res else None, ess=res.checks.get("ess_bulk") if res else None,
+        diverged=len(res.diverged) if res else opts.num_chains,
+        step_size=opts.step_size, num_draws=opts.num_draws, num_burnin=opts.num_burnin, seed=opts.seed,
+        wall_s=time.perf_counter() - t0, warnings=len(caught), used=res is not None, wbic_point=wbic_point,
+    )
+    return res, row
+
+
+def _fit_table(table: pd.DataFrame, fit: str, log_offset: float, threshold: float) -> MultiTemperatureFit:
+    """Fit the temperatures that gave an estimate; adds the ``fitted`` and ``residual_z`` columns."""
     ok = table["used"].to_numpy()
     if ok.sum() < 2:
         raise SamplerDivergedError(f"only {int(ok.sum())} of {len(table)} temperatures gave an estimate (every chain "
@@ -529,38 +623,56 @@ def _sweep(call: Callable[..., LLCResult], nbetas, *, n: Optional[int], wbic: bo
                                    log_offset=log_offset, threshold=threshold)
     table["fitted"] = details.predict(table["nbeta"].to_numpy())
     table["residual_z"] = (table["llc_mean"] - table["fitted"]) / table["mcse"]
-    if details.fit != "constant" and localization and kind == "model":
+    return details
+
+
+def _local_wbic(table: pd.DataFrame, results: list, n: int) -> tuple:
+    """``(wbic, wbic_se)`` = n·L_n(w*) + λ̂(n/log n)·log n and its s.e. (Watanabe 2013, JMLR 14, with
+    the localised posterior); ``(None, None)`` with a warning when that temperature failed."""
+    r = results[int(np.flatnonzero(table["wbic_point"].to_numpy())[0])]
+    if r is None:
+        warnings.warn("the WBIC temperature n/log n failed (every chain diverged): wbic is None.",
+                      LLCWarning, stacklevel=_STACK)
+        return None, None
+    wbic = float(n * r.init_loss + r.llc_mean * math.log(n))
+    if not math.isfinite(wbic):
+        raise ValueError(f"the WBIC is not finite (L_n(w*) = {r.init_loss!r}); check the loss at w*.")
+    return wbic, float(r.mcse * math.log(n))
+
+
+def _sweep(call: Callable[[LLCOptions], LLCResult], nbetas, *, shared: LLCOptions, per: dict, n: Optional[int],
+           wbic: bool, step_size_scaling: str, reference_nbeta: Optional[float], fit: str, log_offset: float,
+           threshold: float, kind: str) -> MultiTemperatureResult:
+    """Plan every temperature (all checks first), run each with ``call``, fit, and add the WBIC."""
+    _check_fit(fit)
+    t_wbic = default_nbeta(n) if (wbic and n is not None) else None
+    plan, t_ref = _plan(nbetas, shared, per, t_wbic=t_wbic, step_size_scaling=step_size_scaling,
+                        reference_nbeta=reference_nbeta, log_offset=log_offset)
+    _check_fit(fit, len(plan))
+    results, rows = [], []
+    for o in plan:  # a loop, not a comprehension: _STACK counts the frames up to the user's call
+        res, row = _run_one(call, o, t_wbic is not None and math.isclose(o.nbeta, t_wbic, rel_tol=1e-9))
+        results.append(res)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    details = _fit_table(table, fit, log_offset, threshold)
+    if details.fit != "constant" and shared.localization and kind == "model":
         warnings.warn(
             f"multiplicity detected (m = {details.multiplicity:.3g} ± {details.multiplicity_se:.2g}). A rise of λ̂ "
             f"with nβ can also come from localisation: a direction of curvature h contributes ½·nβh/(nβh + γ), "
-            f"which is low where nβ·h is not ≫ γ = {localization:g} (smallest nβ here {table['nbeta'].min():.4g}). "
-            "If in doubt, rerun with a smaller localization and check that m persists.", LLCWarning, stacklevel=3)
-    wbic_val = wbic_se = None
-    if t_wbic is not None:
-        i = int(np.flatnonzero(table["wbic_point"].to_numpy())[0])
-        r = results[i]
-        if r is None:
-            warnings.warn("the WBIC temperature n/log n failed (every chain diverged): wbic is None.",
-                          LLCWarning, stacklevel=3)
-        else:
-            wbic_val = float(n * r.init_loss + r.llc_mean * math.log(n))
-            wbic_se = float(r.mcse * math.log(n))
-            if not math.isfinite(wbic_val):
-                raise ValueError(f"the WBIC is not finite (L_n(w*) = {r.init_loss!r}); check the loss at w*.")
+            f"which is low where nβ·h is not ≫ γ = {shared.localization:g} (smallest nβ here "
+            f"{table['nbeta'].min():.4g}). If in doubt, rerun with a smaller localization and check that m persists.",
+            LLCWarning, stacklevel=3)
+    wbic_val, wbic_se = _local_wbic(table, results, n) if t_wbic is not None else (None, None)
+    skip = _PER_TEMPERATURE + ("seed", "nbeta") + (_MODEL_ONLY if kind == "potential" else ())
     config = dict(kind=kind, reference_nbeta=t_ref, step_size_scaling=step_size_scaling, log_offset=float(log_offset),
-                  threshold=threshold, fit_requested=fit, settings={k_: v for k_, v in settings.items()
-                                                                    if k_ not in _PER_TEMPERATURE + ("seed",)},
-                  seed=settings["seed"])
+                  threshold=threshold, fit_requested=fit, seed=shared.seed,
+                  settings={k: v for k, v in shared.as_dict().items() if k not in skip})
     return MultiTemperatureResult(
-        llc=details.llc, llc_se=details.llc_se, multiplicity=details.multiplicity,
+        llc_mean=details.llc, mcse=details.llc_se, multiplicity=details.multiplicity,
         multiplicity_se=details.multiplicity_se, fit=details.fit, table=table, results=results, wbic=wbic_val,
         wbic_se=wbic_se, wbic_nbeta=t_wbic, n=n, details=details, config=config,
     )
-
-
-def _defaults(fn) -> dict:
-    p = inspect.signature(fn).parameters
-    return {name: p[name].default for name in _PER_TEMPERATURE + ("seed", "num_chains", "checkpoint")}
 
 
 def default_nbetas(n: int, num_temperatures: int = 5) -> np.ndarray:
@@ -592,7 +704,7 @@ _SWEEP_DOC = """
     default (``step_size_scaling="inverse"``) temperature t runs with ε_t = ε·t_ref/t, where ε =
     ``step_size`` is the value for the reference nβ t_ref (``reference_nbeta``; default the geometric
     mean of ``nbetas``, which is n/log n for the default sweep). This keeps ε·nβ·h, hence the step-size
-    bias of λ̂ (rlct-truth.md §7 item 5) and the relative minibatch-noise inflation, the same at every
+    bias of λ̂ (docs page *Theory*, "Step size") and the relative minibatch-noise inflation, the same at every
     temperature, so they do not masquerade as a trend in nβ; and it keeps the number of steps per
     relaxation time of the stiff directions fixed. It is exact for quadratic losses only: where the
     curvature grows away from w* (w1²w2²: 2nβ·w2² along w1), chains at small nβ wander further and
@@ -632,7 +744,7 @@ def estimate_llc_multitemperature(
     reference_nbeta: Optional[float] = None,
     **kwargs,
 ) -> MultiTemperatureResult:
-    """Estimate λ(w*) of ``model`` by fitting λ̂(nβ) over a sweep of nβ (rlct-truth.md §7 item 9a).
+    """Estimate λ(w*) of ``model`` by fitting λ̂(nβ) over a sweep of nβ (docs page *Theory*).
 
     Runs :func:`~slt_basins.estimate_llc` at each nβ (each gives λ̂(t) = t·(E_t[L_n] − L_n(w*)) ±
     MCSE), then fits λ̂(t) = λ − (m − 1)/log t [+ ν/log² t] by weighted least squares (see
@@ -652,15 +764,18 @@ def estimate_llc_multitemperature(
         wbic: report the WBIC; n/log n is added to the sweep when it is not already in it (and is
             then also used in the fit).
         step_size_scaling, reference_nbeta: see below.
-        **kwargs: passed to :func:`~slt_basins.estimate_llc` (num_chains, num_draws, num_burnin,
-            step_size, localization, seed, batch_size, sampler, progress, ...); not ``nbeta``.
-            ``checkpoint=path`` checkpoints each temperature to its own file ``path.nbeta<nβ>``.
+        **kwargs: any field of :class:`~slt_basins.options.LLCOptions` but ``nbeta`` (num_chains,
+            num_draws, num_burnin, step_size, localization, seed, batch_size, sampler, progress, ...),
+            on the defaults of :func:`~slt_basins.estimate_llc` (``MODEL_DEFAULTS``); all are checked
+            before any sampling. ``checkpoint=path`` checkpoints each temperature to its own file
+            ``path.nbeta<nβ>``.
     <<sweep>>
     Returns:
         :class:`MultiTemperatureResult` (λ, s.e., m, per-temperature table and results, WBIC).
 
     Raises:
         ValueError: bad inputs (fewer than 2 nbetas, nβ ≤ 1, duplicates, ...), with what to change.
+        TypeError: an unknown keyword option (the message lists the valid ones), or ``nbeta``.
         SamplerDivergedError: fewer than 2 temperatures gave an estimate.
 
     Example:
@@ -669,28 +784,23 @@ def estimate_llc_multitemperature(
         >>> model = nn.Linear(3, 1)  # trained by least squares below
         >>> sol = torch.linalg.lstsq(torch.cat([x, torch.ones(1000, 1)], 1), y[:, None]).solution
         >>> with torch.no_grad(): _ = model.weight.copy_(sol[:3].T); _ = model.bias.copy_(sol[3])
-        >>> r = estimate_llc_multitemperature(model, (x, y), step_size=1e-3, localization=1.0,
+        >>> r = estimate_llc_multitemperature(model, (x, y), step_size=5e-4, localization=1.0,
         ...                                   num_draws=400, num_burnin=100, progress=False)
-        >>> r.fit, 1.5 < r.llc < 2.5   # regular: λ = d/2 = 2, no multiplicity
+        >>> r.fit, 1.5 < r.llc_mean < 2.5   # regular: λ = d/2 = 2, no multiplicity
         ('constant', True)
     """
-    if "nbeta" in kwargs:
-        raise TypeError("pass the sweep as nbetas=[...], not nbeta (that is estimate_llc's single temperature).")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     if isinstance(data, DataLoader) and kwargs.get("batch_size") is None:
         kwargs["batch_size"] = data.batch_size
+    shared, per = _options(kwargs, "model")
     x, y = as_tensors(data)  # read once; every temperature reuses the tensors
     n = int(x.shape[0])
     if nbetas is None:
         nbetas = default_nbetas(n, num_temperatures)
-    settings = _defaults(estimate_llc)
-    settings.update({k_: kwargs.pop(k_) for k_ in list(kwargs) if k_ in settings})
-    loc = kwargs.get("localization", inspect.signature(estimate_llc).parameters["localization"].default)
-    return _sweep(lambda t, **s: estimate_llc(model, (x, y), loss, nbeta=t, **s, **kwargs), nbetas, n=n, wbic=wbic,
-                  settings=settings, step_size_scaling=step_size_scaling, reference_nbeta=reference_nbeta, fit=fit,
-                  log_offset=log_offset, threshold=threshold, localization=loc, kind="model")
-
+    return _sweep(lambda o: estimate_llc(model, (x, y), loss, **_call_kwargs(o, "model")), nbetas, shared=shared,
+                  per=per, n=n, wbic=wbic, step_size_scaling=step_size_scaling, reference_nbeta=reference_nbeta,
+                  fit=fit, log_offset=log_offset, threshold=threshold, kind="model")
 
 @_with_sweep_doc
 def estimate_llc_multitemperature_potential(
@@ -720,8 +830,11 @@ def estimate_llc_multitemperature_potential(
         n: optional sample size for the WBIC.
         fit, log_offset, threshold, step_size_scaling, reference_nbeta: as in
             :func:`estimate_llc_multitemperature`.
-        **kwargs: passed to :func:`~slt_basins.estimate_llc_potential` (num_chains, num_draws,
-            num_burnin, step_size, localization, sampler, seed, progress, ...).
+        **kwargs: any field of :class:`~slt_basins.options.LLCOptions` that
+            :func:`~slt_basins.estimate_llc_potential` takes (num_chains, num_draws, num_burnin,
+            step_size, localization, sampler, seed, progress, ...; not ``nbeta``, ``batch_size``,
+            ``params`` or ``vectorize``), on its defaults (``POTENTIAL_DEFAULTS``: γ = 1); all are
+            checked before any sampling, and an unknown name is a TypeError listing the valid ones.
             ``checkpoint=path`` checkpoints each temperature to its own file ``path.nbeta<nβ>``.
     <<sweep>>
     Example:
@@ -730,17 +843,13 @@ def estimate_llc_multitemperature_potential(
         ...     crossing_valley(1, 1), torch.zeros(2, dtype=torch.float64), nbetas=[10, 30, 100],
         ...     step_size=3e-3, num_chains=64, num_draws=[600, 800, 2000], num_burnin=[200, 300, 1000],
         ...     fit="multiplicity", progress=False, check_stability=False)   # ε·nβ ≈ 0.1 throughout
-        >>> bool(r.llc > r.table["llc_mean"].max())   # extrapolated above every single-temperature value
+        >>> bool(r.llc_mean > r.table["llc_mean"].max())   # extrapolated above every single-temperature value
         True
     """
-    if "nbeta" in kwargs:
-        raise TypeError("pass the sweep as nbetas=[...], not nbeta.")
     if n is not None and (isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3):
         raise ValueError(f"n must be an integer ≥ 3 (the sample size for the WBIC) or None; got {n!r}.")
-    settings = _defaults(estimate_llc_potential)
-    settings.update({k_: kwargs.pop(k_) for k_ in list(kwargs) if k_ in settings})
-    loc = kwargs.get("localization", inspect.signature(estimate_llc_potential).parameters["localization"].default)
-    return _sweep(lambda t, **s: estimate_llc_potential(potential, w_star, nbeta=t, **s, **kwargs), nbetas,
-                  n=None if n is None else int(n), wbic=n is not None, settings=settings,
+    shared, per = _options(kwargs, "potential")
+    return _sweep(lambda o: estimate_llc_potential(potential, w_star, **_call_kwargs(o, "potential")), nbetas,
+                  shared=shared, per=per, n=None if n is None else int(n), wbic=n is not None,
                   step_size_scaling=step_size_scaling, reference_nbeta=reference_nbeta, fit=fit,
-                  log_offset=log_offset, threshold=threshold, localization=loc, kind="potential")
+                  log_offset=log_offset, threshold=threshold, kind="potential")

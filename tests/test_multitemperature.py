@@ -1,4 +1,5 @@
-"""Multi-temperature LLC (rlct-truth.md §7 items 2 and 9a): the fitting core on exact finite-t values,
+"""Multi-temperature LLC (the law λ − (m − 1)/log t of Watanabe 2009 and the fit across temperatures,
+docs page *Theory*): the fitting core on exact finite-t values,
 end to end on the crossing valley, the model path with the WBIC, and bad inputs."""
 import math
 import warnings
@@ -16,7 +17,7 @@ from conftest import gaussian_sgld_target
 
 F64 = torch.float64
 T_TABLE = [1e2, 1e3, 1e4, 1e5, 1e6]
-# exact t·E_t[K] under the uniform prior on [−1, 1]^d, rlct-truth.md §7 table (4 d.p.)
+# exact t·E_t[K] under the uniform prior on [−1, 1]^d (4 d.p.; CV2 = toys.crossing_valley_box_target)
 CV2 = [0.3478, 0.3873, 0.4105, 0.4258, 0.4366]  # w1²w2²: λ = 1/2, m = 2
 CV3 = [0.2268, 0.2879, 0.3278, 0.3555, 0.3757]  # w1²w2²w3²: λ = 1/2, m = 3
 W4 = [0.25] * 5  # w⁴: λ = 1/4, m = 1 (quasi-homogeneous: exact at every t)
@@ -128,16 +129,18 @@ def test_crossing_valley_multitemperature_beats_single_temperature_at_same_budge
     assert np.all(np.abs(r.table["llc_mean"] - exact) < 4 * r.table["mcse"] + 0.08 * exact)
     # ... and the fit agrees with the same fit on the exact values (its own, deterministic, bias)
     on_exact = fit_multitemperature(ts, exact, r.table["mcse"], "multiplicity")
-    assert abs(r.llc - on_exact.llc) < 3 * r.llc_se
+    assert abs(r.llc_mean - on_exact.llc) < 3 * r.mcse
     # closer to 1/2 than the single-temperature estimate, by a margin of 2 combined standard errors
-    margin = 2 * math.hypot(r.llc_se, single.mcse)
-    assert abs(r.llc - 0.5) < abs(single.llc_mean - 0.5) - margin, (r, single)
+    margin = 2 * math.hypot(r.mcse, single.mcse)
+    assert abs(r.llc_mean - 0.5) < abs(single.llc_mean - 0.5) - margin, (r, single)
     assert r.wbic is None and r.n is None
     # presentation
     assert isinstance(r.summary(), pd.DataFrame) and r.summary()["chosen"].sum() == 1
     fig = r.plot()
     assert type(fig).__name__ == "Figure" and len(fig.axes) == 2
     assert "m =" in str(r)
+    # the names of LLCResult (llc_mean, mcse); the old llc, llc_se are aliases
+    assert (r.llc, r.llc_se) == (r.llc_mean, r.mcse) == (r.details.llc, r.details.llc_se)
 
 
 def test_failed_temperature_is_reported_and_left_out():
@@ -149,7 +152,7 @@ def test_failed_temperature_is_reported_and_left_out():
     assert "at nβ = 1e+04 every chain diverged" in msg and "only 2 temperatures" in msg
     row = r.table.set_index("nbeta").loc[1e4]
     assert not row["used"] and row["diverged"] == 4 and np.isnan(row["llc_mean"])
-    assert r.results[-1] is None and math.isfinite(r.llc) and math.isfinite(r.llc_se)
+    assert r.results[-1] is None and math.isfinite(r.llc_mean) and math.isfinite(r.mcse)
 
 
 # -- the model path ----------------------------------------------------------------------------------
@@ -176,8 +179,8 @@ def test_linear_regression_constant_fit_and_wbic():
     assert r.config["reference_nbeta"] == pytest.approx(n / math.log(n))
     exact = np.array([gaussian_sgld_target(curv, t, gamma, e) for t, e in zip(r.table["nbeta"], r.table["step_size"])])
     w = 1 / r.table["mcse"].to_numpy() ** 2
-    assert abs(r.llc - (w * exact).sum() / w.sum()) < 4 * r.llc_se
-    assert abs(r.llc - 2.0) < 0.25  # the remaining bias is the step size's, +7 % here
+    assert abs(r.llc_mean - (w * exact).sum() / w.sum()) < 4 * r.mcse
+    assert abs(r.llc_mean - 2.0) < 0.25  # the remaining bias is the step size's, +7 % here
     centre = r.results[int(np.flatnonzero(r.table["wbic_point"])[0])]
     assert centre.nbeta == pytest.approx(n / math.log(n)) and r.wbic_nbeta == pytest.approx(n / math.log(n))
     with torch.no_grad():
@@ -218,6 +221,31 @@ def test_bad_settings_raise(kw, err, match):
         quiet(estimate_llc_multitemperature_potential, lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=F64), **args)
 
 
+def _never_sampled(w):
+    raise AssertionError("the sweep sampled before validating its options")
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(num_chain=4), TypeError, r"unknown option\(s\) num_chain.*valid options are: num_chains"),
+    (dict(batch_size=10), TypeError, "unknown option"),  # a model-only option, for a potential
+    (dict(sampler="nope"), ValueError, "nope"),
+    (dict(num_draws=[100, 2, 100]), ValueError, "num_draws must be an integer"),  # the second temperature
+    (dict(step_size="auto"), TypeError, "step_size must be a number"),
+    (dict(seed=-1), ValueError, "seed"),
+    (dict(localization=-1.0), ValueError, "localization"),
+])
+def test_bad_options_raise_before_any_sampling(kw, err, match):
+    with pytest.raises(err, match=match):
+        estimate_llc_multitemperature_potential(_never_sampled, torch.zeros(1, dtype=F64), nbetas=[10.0, 30.0, 100.0],
+                                                progress=False, **kw)
+
+
+def test_unknown_model_option_lists_the_valid_ones():
+    with pytest.raises(TypeError, match="batch_size.*vectorize"):
+        estimate_llc_multitemperature(nn.Linear(1, 1), (torch.zeros(50, 1), torch.zeros(50, 1)), nbetas=[10.0, 30.0],
+                                      stepsize=1e-3)
+
+
 def test_bad_core_inputs():
     t = [10.0, 100.0, 1000.0]
     with pytest.raises(ValueError, match="same length"):
@@ -242,4 +270,4 @@ def test_checkpoint_gets_one_file_per_temperature_and_a_rerun_resumes_to_the_sam
         again = estimate_llc_multitemperature_potential(p, torch.zeros(2, dtype=F64), **kw)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["ck.nbeta100", "ck.nbeta200", "ck.nbeta50"]
     assert np.array_equal(first.table.llc_mean.to_numpy(), again.table.llc_mean.to_numpy())
-    assert first.llc == again.llc
+    assert first.llc_mean == again.llc_mean
