@@ -421,12 +421,9 @@ def _probe_loss(fm: FlatModel, data: TensorData, loss):
     try:
         with torch.no_grad():
             out = fm.outputs(fm.w_star, probe)
-    except TypeError as e:
-        if "output" in str(e).lower():
-            raise
-        raise ValueError(f"the model failed on the first examples of data ({describe_batch(probe)}): "
-                         f"{type(e).__name__}: {e}") from e
     except Exception as e:
+        if isinstance(e, TypeError) and "output" in str(e).lower():  # output_tensor's own message
+            raise
         raise ValueError(f"the model failed on the first examples of data ({describe_batch(probe)}): "
                          f"{type(e).__name__}: {e}") from e
     spec = resolve_loss(loss, out, probe)
