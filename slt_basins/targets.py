@@ -54,9 +54,10 @@ class PotentialTarget:
 
     @classmethod
     def build(cls, potential: Callable[[torch.Tensor], torch.Tensor], w_star, opts: LLCOptions) -> "PotentialTarget":
-        """Validate (potential, w*) for a run with ``opts``: w* as a flat float tensor (float64 unless
-        given as floating point) on ``opts.device``."""
-        w_star = torch.as_tensor(w_star)
+        """Validate (potential, w*) for a run with ``opts``: w* as a flat tensor on ``opts.device``, in its
+        own dtype when given as a floating-point tensor, else in float64."""
+        if not isinstance(w_star, torch.Tensor):
+            w_star = torch.as_tensor(w_star, dtype=torch.float64)
         if not w_star.is_floating_point():
             w_star = w_star.to(torch.float64)
         _check_device(opts.device, opts.device and torch.device(opts.device), "")
