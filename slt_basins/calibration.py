@@ -326,7 +326,13 @@ class CalibrationResult:
         rules: the thresholds used.
         hessian_max_abs_eig: the largest Hessian eigenvalue at w* that set the default grid (None when
             the grid was given).
-        wall_time_s: total time of the sweep.
+        wall_time_s: total time of the sweep (seconds).
+
+    Example:
+        >>> cal = CalibrationResult(pd.DataFrame(), step_size=1e-4, localization=1.0, nbeta=100.0,
+        ...                         reason="the largest ε on the plateau")
+        >>> cal.settings
+        {'step_size': 0.0001, 'localization': 1.0, 'nbeta': 100.0}
     """
 
     table: pd.DataFrame
@@ -608,18 +614,6 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 # --- public entry points ------------------------------------------------------------------------------
 
-_RULE_ARGS = """
-        min_accept: threshold of rule 2 on the 1-D equivalent MALA acceptance 1 − (1 − a)/√d (unadjusted
-            kernels; default 0.998 ≈ a 2 % variance inflation on a Gaussian) or on MALA's own acceptance
-            rate (default 0.5).
-        max_rhat: rule 2's bound on R-hat (default 1.1).
-        plateau_tol: rule 3's relative tolerance between neighbouring step sizes (default 0.02), on top of
-            2 combined MCSEs.
-        stop_early: scan each (nβ, γ) from the largest ε down and stop once its plateau is found; the cells
-            not run are kept in the table with ``ran=False``. False runs every cell (a fuller figure).
-        progress: a progress bar over cells (the cells themselves run silently; their warnings are
-            captured into the table's ``warnings`` column)."""
-
 
 def calibrate(
     model,
@@ -643,7 +637,7 @@ def calibrate(
     **estimate_llc_kwargs,
 ) -> CalibrationResult:
     """Sweep step size × localization (× nβ) with short :func:`~slt_basins.estimate_llc` runs and pick a
-    setting by the rules of :mod:`slt_basins.calibrate` (no reference sampler needed).
+    setting by the rules of :mod:`slt_basins.calibration` (no reference sampler needed).
 
     Args:
         model, data, loss: as in :func:`~slt_basins.estimate_llc`; the model is not modified.
@@ -655,7 +649,16 @@ def calibrate(
         sampler, batch_size, seed: as in estimate_llc; every cell uses the same seed.
         num_chains, num_draws, num_burnin: the budget of each cell (default 4 × (200 + 300) steps).
         **estimate_llc_kwargs: passed to every cell (``params``, ``device``, ``divergence_bound``, ...).
-        {rule_args}
+        min_accept: threshold of rule 2 on the 1-D equivalent MALA acceptance 1 − (1 − a)/√d (unadjusted
+            kernels; default 0.998 ≈ a 2 % variance inflation on a Gaussian) or on MALA's own acceptance
+            rate (default 0.5).
+        max_rhat: rule 2's bound on R-hat (default 1.1).
+        plateau_tol: rule 3's relative tolerance between neighbouring step sizes (default 0.02), on top of
+            2 combined MCSEs.
+        stop_early: scan each (nβ, γ) from the largest ε down and stop once its plateau is found; the cells
+            not run are kept in the table with ``ran=False``. False runs every cell (a fuller figure).
+        progress: a progress bar over cells (the cells themselves run silently; their warnings are
+            captured into the table's ``warnings`` column).
 
     Cost: one 4-step pilot run (20 Hessian-vector products for h*) when the grid or nβ is defaulted,
     then (num_burnin + num_draws) steps per cell that runs, up to 8× for the retries and comparison
@@ -677,6 +680,13 @@ def calibrate(
         >>> model = nn.Linear(3, 1)
         >>> sol = torch.linalg.lstsq(torch.cat([x, torch.ones(500, 1)], 1), y[:, None]).solution
         >>> with torch.no_grad(): _ = model.weight.copy_(sol[:3].T); _ = model.bias.copy_(sol[3])
+        >>> calibrate(model, (x, y), step_size=1e-4)  # the swept settings have their own arguments
+        Traceback (most recent call last):
+        ...
+        TypeError: pass 'step_size' through the calibration's own arguments (step_sizes, localizations, nbetas, progress), not as an extra keyword.
+
+        The sweep itself (about 6 cells of 500 steps; minutes on 2 CPU cores, so not run here):
+
         >>> cal = calibrate(model, (x, y), localizations=1.0, progress=False)  # doctest: +SKIP
         >>> cal.step_size < 4 / (cal.nbeta * cal.hessian_max_abs_eig)  # doctest: +SKIP
         True
@@ -730,12 +740,24 @@ def calibrate_potential(
         localizations: γ values; default estimate_llc_potential's default γ = 1.
         step_sizes, sampler, num_chains, num_draws, num_burnin, seed: as in :func:`calibrate`.
         **estimate_kwargs: passed to every cell (``device``, ``divergence_bound``, ...).
-        {rule_args}
+        min_accept: threshold of rule 2 on the 1-D equivalent MALA acceptance 1 − (1 − a)/√d (unadjusted
+            kernels; default 0.998 ≈ a 2 % variance inflation on a Gaussian) or on MALA's own acceptance
+            rate (default 0.5).
+        max_rhat: rule 2's bound on R-hat (default 1.1).
+        plateau_tol: rule 3's relative tolerance between neighbouring step sizes (default 0.02), on top of
+            2 combined MCSEs.
+        stop_early: scan each (nβ, γ) from the largest ε down and stop once its plateau is found; the cells
+            not run are kept in the table with ``ran=False``. False runs every cell (a fuller figure).
+        progress: a progress bar over cells (the cells themselves run silently; their warnings are
+            captured into the table's ``warnings`` column).
 
     Example:
         >>> import torch
         >>> cal = calibrate_potential(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64),
-        ...                           nbeta=100.0, num_chains=16, progress=False)
+        ...                           nbeta=100.0, step_sizes=[2e-3, 2e-4, 6.3e-5], num_draws=200,
+        ...                           num_burnin=100, progress=False)
+        >>> cal.step_size  # 2e-3 is rejected for step-size bias (MALA acceptance 0.988 < 0.998)
+        0.0002
         >>> 0 < cal.step_size * (100.0 * 2 + 1) / 4 <= 0.05  # a small fraction of the stability limit
         True
     """
@@ -746,9 +768,6 @@ def calibrate_potential(
                       nbetas=nbeta, min_accept=min_accept, max_rhat=max_rhat, plateau_tol=plateau_tol,
                       stop_early=stop_early, progress=progress)
 
-
-for _f in (calibrate, calibrate_potential):
-    _f.__doc__ = _f.__doc__.replace("        {rule_args}\n", _RULE_ARGS.lstrip("\n") + "\n")
 
 # --- step_size="auto" ---------------------------------------------------------------------------------
 

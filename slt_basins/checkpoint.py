@@ -49,7 +49,13 @@ VERSION = 1
 
 
 def tensor_digest(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and values (on the CPU), as hex."""
+    """SHA-256 of a tensor's dtype, shape and values (on the CPU), as hex.
+
+    >>> tensor_digest(torch.zeros(2)) == tensor_digest(torch.zeros(2)), len(tensor_digest(torch.zeros(2)))
+    (True, 64)
+    >>> tensor_digest(torch.zeros(2)) == tensor_digest(torch.zeros(2, dtype=torch.float64))
+    False
+    """
     a = t.detach().cpu().contiguous()
     h = hashlib.sha256(f"{a.dtype}{tuple(a.shape)}".encode())
     h.update(a.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -62,6 +68,12 @@ def fingerprint(*, sampler: str, seed: int, chain_ids, step_size: float, nbeta: 
     """The settings a checkpoint belongs to, as a dict of plain values; resuming requires equality.
 
     ``extra`` adds caller-side settings (e.g. the batch size, loss and data size of a model run).
+
+    >>> fp = fingerprint(sampler="sgld", seed=0, chain_ids=[0, 1], step_size=1e-3, nbeta=100.0,
+    ...                  localization=1.0, num_draws=200, num_burnin=100, d=2, w_star=torch.zeros(2),
+    ...                  divergence_bound=120.0, extra={"batch_size": 50})
+    >>> fp["chain_ids"], fp["dtype"], fp["batch_size"]
+    ([0, 1], 'torch.float32', 50)
     """
     fp = dict(sampler=str(sampler), seed=int(seed), chain_ids=[int(c) for c in chain_ids],
               step_size=float(step_size), nbeta=float(nbeta), localization=float(localization),
@@ -79,7 +91,11 @@ def _short(v: Any) -> str:
 
 
 def differences(saved: dict, now: dict) -> list[str]:
-    """``"key: A in the file, B now"`` for every setting that differs."""
+    """``"key: A in the file, B now"`` for every setting that differs.
+
+    >>> differences({"seed": 0, "d": 3}, {"seed": 1, "d": 3, "batch_size": 50})
+    ["batch_size: '<absent>' in the file, 50 now", 'seed: 0 in the file, 1 now']
+    """
     out = []
     for k in sorted(set(saved) | set(now)):
         a, b = saved.get(k, "<absent>"), now.get(k, "<absent>")
@@ -89,7 +105,16 @@ def differences(saved: dict, now: dict) -> list[str]:
 
 
 def save(path: str, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically: to ``path + '.tmp<pid>'`` first, then ``os.replace``."""
+    """Write ``payload`` to ``path`` atomically: to ``path + '.tmp<pid>'`` first, then ``os.replace``.
+
+    The file holds ``payload`` plus ``version`` (:data:`VERSION`).
+
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+    >>> save(p, {"fingerprint": {"seed": 0}, "t": 200})
+    >>> sorted(torch.load(p, weights_only=True)), os.listdir(os.path.dirname(p))
+    (['fingerprint', 't', 'version'], ['run.ckpt'])
+    """
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     payload = dict(payload, version=VERSION)
@@ -105,7 +130,23 @@ def save(path: str, payload: dict) -> None:
 
 
 def load(path: str, expected: dict) -> Optional[dict]:
-    """The checkpoint at ``path``, or None when there is none; refuses other settings or versions."""
+    """The checkpoint at ``path``, or None when there is none; refuses other settings or versions.
+
+    Raises :class:`CheckpointMismatchError` for an unreadable file, another format version, or a
+    fingerprint that differs from ``expected`` (each differing setting named).
+
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+    >>> load(p, {"seed": 0}) is None  # no file yet: start afresh
+    True
+    >>> save(p, {"fingerprint": {"seed": 0}, "t": 200})
+    >>> load(p, {"seed": 0})["t"]
+    200
+    >>> load(p, {"seed": 1})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    slt_basins.errors.CheckpointMismatchError: the checkpoint ... other settings, so it cannot be resumed: seed: 0 in the file, 1 now. ...
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         return None
@@ -130,7 +171,11 @@ def load(path: str, expected: dict) -> Optional[dict]:
 
 
 def rank_path(path: str, rank: int, world_size: int) -> str:
-    """The checkpoint file of ``rank`` in a run over ``world_size`` processes: ``path.rank{r}of{W}``."""
+    """The checkpoint file of ``rank`` in a run over ``world_size`` processes: ``path.rank{r}of{W}``.
+
+    >>> rank_path("run.ckpt", 1, 4)
+    'run.ckpt.rank1of4'
+    """
     return f"{os.fspath(path)}.rank{int(rank)}of{int(world_size)}"
 
 
@@ -140,6 +185,15 @@ def check_layout(path: str, world_size: Optional[int]) -> None:
     ``world_size=None`` is a single-process run (the file is ``path`` itself); otherwise the files are
     ``path.rank{r}of{world_size}``. Files for another layout would otherwise be silently ignored and the
     run would start from step 0.
+
+    >>> import tempfile
+    >>> p = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+    >>> save(rank_path(p, 0, 2), {"t": 0}); save(rank_path(p, 1, 2), {"t": 0})
+    >>> check_layout(p, 2)  # the same layout: fine
+    >>> check_layout(p, None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    slt_basins.errors.CheckpointMismatchError: checkpoint files ...run.ckpt.rank*of2 from a run over 2 processes exist, but this run is not distributed. ...
     """
     path = os.fspath(path)
     pat = re.compile(re.escape(os.path.basename(path)) + r"\.rank(\d+)of(\d+)$")

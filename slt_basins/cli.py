@@ -1,4 +1,9 @@
-"""Command-line entry point: ``slt-basins demo`` and ``slt-basins reproduce [--distributed]``."""
+"""Command-line entry point: ``slt-basins demo`` and ``slt-basins reproduce [--distributed]``.
+
+``slt-basins`` (installed with the package) calls :func:`main`; ``python -m slt_basins.cli`` does
+the same, which is the form torchrun needs (``torchrun --nproc_per_node=4 -m slt_basins.cli
+reproduce --distributed``). The commands are described on the Getting started page.
+"""
 from __future__ import annotations
 
 import argparse
@@ -36,7 +41,9 @@ def _train_demo_model(seed: int = 0, n: int = 2000):
     return model, (x, y)
 
 
-def demo(args) -> int:
+def _demo(args) -> int:
+    """``slt-basins demo``: train the demo MLP, estimate its LLC with 4 chains, print the estimate,
+    d/2, the checks, the ArviZ summary and any warning (about 15 s on 2 CPU cores). Returns 0."""
     import torch
     from . import estimate_llc
 
@@ -79,7 +86,10 @@ def demo(args) -> int:
     return 0
 
 
-def reproduce_cmd(args) -> int:
+def _reproduce_cmd(args) -> int:
+    """``slt-basins reproduce``: run :func:`slt_basins.reproduce.reproduce`, print the table on rank 0
+    and save it as CSV to ``args.out``. Returns 0, or 2 when ``--distributed`` finds no torchrun
+    environment (the message goes to stderr)."""
     import pandas as pd
 
     from .reproduce import reproduce
@@ -118,7 +128,17 @@ def reproduce_cmd(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``slt-basins`` command: subcommands ``demo`` and ``reproduce`` with their options;
+    each parsed namespace carries the function that runs it as ``func``.
+
+    >>> args = build_parser().parse_args(["demo", "--draws", "400", "--localization", "100"])
+    >>> args.command, args.draws, args.localization, args.step_size
+    ('demo', 400, 100.0, 1e-05)
+    >>> args = build_parser().parse_args(["reproduce", "--quick"])
+    >>> args.quick, args.distributed, args.out
+    (True, False, 'reproduce_results.csv')
+    """
     parser = argparse.ArgumentParser(prog="slt-basins", description="Local learning coefficients for PyTorch models.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train a small MLP and estimate its LLC (about 30 s on 2 CPU cores)")
@@ -128,7 +148,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=demo)
+    p.set_defaults(func=_demo)
     p = sub.add_parser("reproduce", help="estimate the LLC of toys with known RLCT and compare (--quick: < 3 min)")
     p.add_argument("--quick", action="store_true", help="shorter chains and no 10⁴-parameter DLN")
     p.add_argument("--out", default="reproduce_results.csv", help="where to save the table (CSV)")
@@ -138,8 +158,20 @@ def main(argv=None) -> int:
                    help="spread each case's chains over the processes of a torchrun launch (gloo on CPU, NCCL with "
                         "one GPU per process when CUDA is available); rank 0 prints and writes the table, e.g. "
                         "torchrun --nproc_per_node=4 -m slt_basins.cli reproduce --distributed")
-    p.set_defaults(func=reproduce_cmd)
-    args = parser.parse_args(argv)
+    p.set_defaults(func=_reproduce_cmd)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run the ``slt-basins`` command with the arguments ``argv`` (default ``sys.argv[1:]``) and return
+    its exit status. Bad arguments print the usage to stderr and exit with status 2 (argparse).
+
+    >>> main(["reproduce", "--quick", "--no-such-option"])
+    Traceback (most recent call last):
+    ...
+    SystemExit: 2
+    """
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -39,24 +39,46 @@ def mcse_mean(draws: np.ndarray) -> float:
     """Monte Carlo standard error of the mean of a ``(chains, draws)`` array (ArviZ, ESS-based).
 
     Accounts for autocorrelation within chains and, with several chains, for disagreement
-    between them. Needs at least 4 draws per chain.
+    between them. Needs at least 4 draws per chain. Units: those of the draws.
+
+    >>> x = np.random.default_rng(0).normal(size=(4, 1000))  # independent draws: MCSE ≈ 1/√4000
+    >>> round(mcse_mean(x), 3)
+    0.016
     """
     x = _as_chain_draw(draws)
     return float(_az().mcse(x, method="mean"))
 
 
 def ess_bulk(draws: np.ndarray) -> float:
-    """Rank-normalised bulk effective sample size (ArviZ)."""
+    """Rank-normalised bulk effective sample size of a ``(chains, draws)`` array (ArviZ; in draws).
+
+    >>> x = np.random.default_rng(0).normal(size=(4, 1000))
+    >>> 3000 < ess_bulk(x) < 5000  # independent draws: about chains × draws
+    True
+    """
     return float(_az().ess(_as_chain_draw(draws), method="bulk"))
 
 
 def rhat(draws: np.ndarray) -> float:
-    """Rank-normalised split R-hat (ArviZ); meaningful with ≥ 2 chains."""
+    """Rank-normalised split R-hat of a ``(chains, draws)`` array (ArviZ); meaningful with ≥ 2 chains.
+
+    Near 1 when the chains agree; above 1.01 they sample different distributions.
+
+    >>> x = np.random.default_rng(0).normal(size=(4, 1000))
+    >>> round(rhat(x), 2), rhat(x + np.arange(4)[:, None]) > 1.5  # 4 chains at different means
+    (1.0, True)
+    """
     return float(_az().rhat(_as_chain_draw(draws)))
 
 
 def to_inference_data(variables: Mapping[str, np.ndarray], attrs: Mapping | None = None):
-    """An ``arviz.InferenceData`` whose posterior group holds the given ``(chains, draws)`` arrays."""
+    """An ``arviz.InferenceData`` whose posterior group holds the given ``(chains, draws)`` arrays;
+    ``attrs`` become string attributes of the posterior group.
+
+    >>> idata = to_inference_data({"llc": np.zeros((2, 5))}, attrs={"nbeta": 100.0})
+    >>> dict(idata.posterior.sizes), idata.posterior.attrs["nbeta"]
+    ({'chain': 2, 'draw': 5}, '100.0')
+    """
     post = {k: _as_chain_draw(v) for k, v in variables.items()}
     idata = _az().from_dict(posterior=post)
     if attrs:
@@ -68,6 +90,12 @@ def summary_table(variables: Mapping[str, np.ndarray]) -> pd.DataFrame:
     """ArviZ summary (mean, sd, MCSE, bulk/tail ESS, R-hat) of ``(chains, draws)`` arrays.
 
     R-hat is NaN when there is a single chain (it compares chains); callers warn about that.
+
+    >>> t = summary_table({"llc": np.random.default_rng(0).normal(2.0, 1.0, size=(4, 500))})
+    >>> list(t.columns)
+    ['mean', 'sd', 'mcse_mean', 'mcse_sd', 'ess_bulk', 'ess_tail', 'r_hat']
+    >>> round(float(t.loc["llc", "mean"]), 1)
+    2.0
     """
     idata = to_inference_data(variables)
     with warnings.catch_warnings():

@@ -44,7 +44,11 @@ _HOW = ("run the script under torchrun (e.g. `torchrun --nproc_per_node=2 script
 
 
 class DistContext(NamedTuple):
-    """This process's place in the run: its rank, the world size, the backend and its chain ids."""
+    """This process's place in the run: its rank, the world size, the backend and its chain ids.
+
+    >>> DistContext(rank=1, world_size=2, backend="gloo", chain_ids=[2, 3]).chain_ids
+    [2, 3]
+    """
 
     rank: int
     world_size: int
@@ -72,7 +76,22 @@ def split_chain_ids(num_chains: int, world_size: int, rank: int, chain_group: Op
 
 
 def context(num_chains: int, chain_group: Optional[int], device: torch.device) -> DistContext:
-    """Check that a usable process group exists for ``num_chains`` chains on ``device``; this rank's place."""
+    """Check that a usable process group exists for ``num_chains`` chains on ``device``; this rank's place.
+
+    Raises ``ValueError`` (saying how to launch) without an initialised process group, with more
+    processes than chains (or chain groups), or with NCCL and ``device`` not this rank's GPU.
+
+    Example (a one-process gloo group; under torchrun the group has one process per launch slot):
+    >>> import torch.distributed as dist
+    >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # 1 process
+    >>> context(3, None, torch.device("cpu"))
+    DistContext(rank=0, world_size=1, backend='gloo', chain_ids=[0, 1, 2])
+    >>> dist.destroy_process_group()
+    >>> context(3, None, torch.device("cpu"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: distributed=True needs an initialised torch.distributed process group: ...
+    """
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -116,6 +135,15 @@ class RankSync(LocalSync):
     When ranks resume from checkpoints of different steps, the ranks behind catch up without
     collectives until they reach the furthest rank's step, so that every rank makes the same
     collective calls.
+
+    Example:
+        >>> import torch.distributed as dist
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # 1 process
+        >>> sync = RankSync(context(2, None, torch.device("cpu")))
+        >>> sync.start(0)
+        >>> sync.any_alive(10, torch.tensor([False, True])), sync.any_alive(20, torch.tensor([False, False]))
+        (True, False)
+        >>> dist.destroy_process_group()
     """
 
     def __init__(self, ctx: DistContext):
@@ -129,9 +157,12 @@ class RankSync(LocalSync):
         return int(x.item())
 
     def start(self, t: int) -> None:
+        """Agree on the furthest starting step of all ranks (a collective call on every rank)."""
         self.sync_from = self._reduce_max(t)
 
     def any_alive(self, t: int, alive: torch.Tensor) -> bool:
+        """Whether a chain is alive on any rank at step ``t`` (True, without a collective, while
+        this rank catches up with the furthest rank's starting step)."""
         if t < self.sync_from:
             return True
         return bool(self._reduce_max(int(bool(alive.any()))))
@@ -141,7 +172,22 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
     """Every rank's :class:`ChainRun` concatenated in rank (= chain id) order, on every rank.
 
     ``extra`` is any picklable per-rank value; the list of all ranks' values comes back with it.
-    Final states return to this rank's device.
+    Final states return to this rank's device. Traces are cut to the fewest draws any rank kept.
+
+    Example (one process; with W processes the traces of all W ranks come back on each):
+    >>> import torch.distributed as dist
+    >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # 1 process
+    >>> from slt_basins.chains import run_chains
+    >>> from slt_basins.samplers import SGLD, Hyper
+    >>> from slt_basins.targets import PotentialTarget
+    >>> w0 = torch.zeros(1, dtype=torch.float64)
+    >>> ctx = context(2, None, w0.device)
+    >>> run = run_chains(SGLD, PotentialTarget(lambda w: (w ** 2).sum(1), w0), Hyper(1e-2, 1.0, 10.0, w0),
+    ...                  ctx.chain_ids, num_burnin=5, num_draws=10, seed=0, divergence_bound=1e3, progress=False)
+    >>> out, extras = gather_run(run, {"wall_s": 0.1}, ctx)
+    >>> out.llc.shape, extras
+    ((2, 10), [{'wall_s': 0.1}])
+    >>> dist.destroy_process_group()
     """
     import torch.distributed as dist
 
@@ -171,7 +217,18 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
 
 @contextlib.contextmanager
 def quiet_unless_rank0(ctx: Optional[DistContext]):
-    """Silence warnings on ranks other than 0 (every rank computes the same result and would repeat them)."""
+    """Silence warnings on ranks other than 0 (every rank computes the same result and would repeat them).
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     with quiet_unless_rank0(DistContext(1, 2, "gloo", [1])):
+    ...         warnings.warn("rank 1 says this too")
+    ...     with quiet_unless_rank0(DistContext(0, 2, "gloo", [0])):
+    ...         warnings.warn("rank 0 says this")
+    >>> [str(w.message) for w in caught]
+    ['rank 0 says this']
+    """
     if ctx is None or ctx.rank == 0:
         yield
         return
@@ -182,7 +239,19 @@ def quiet_unless_rank0(ctx: Optional[DistContext]):
 
 def init_from_env() -> tuple[int, int, torch.device]:
     """Initialise the default process group from torchrun's environment: NCCL with one GPU per rank
-    (``LOCAL_RANK``) when CUDA is available, gloo on CPU otherwise. Returns (rank, world size, device)."""
+    (``LOCAL_RANK``) when CUDA is available, gloo on CPU otherwise. Returns (rank, world size, device).
+    An already initialised group is used as it is.
+
+    Outside torchrun (no ``RANK``, ``WORLD_SIZE`` in the environment) it says how to launch:
+
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"PATH": os.environ.get("PATH", "")}, clear=True):
+    ...     init_from_env()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: --distributed needs the environment torchrun sets (RANK, WORLD_SIZE, MASTER_ADDR, ...): ...
+    """
     import torch.distributed as dist
 
     if not dist.is_available():

@@ -37,7 +37,19 @@ GAMMA = 1.0  # localisation γ for every case: small, so the localisation bias s
 
 @dataclass
 class Case:
-    """One row of the suite: a potential or a linear-network teacher, and its sampler settings."""
+    """One row of the suite: a potential or a linear-network teacher, and its sampler settings.
+
+    ``kind`` is ``"potential"`` (``obj`` a :class:`~slt_basins.toys.Polynomial`, sampled at nβ =
+    :data:`NBETA`) or ``"model"`` (``obj`` a reduced rank regression or deep linear network, sampled
+    on ``n`` teacher examples at nβ = n/log n); ``step_size`` is ε, and ``target`` computes the exact
+    finite-temperature target where it is known.
+
+    >>> from slt_basins.toys import crossing_valley
+    >>> c = Case("w1^2 w2^2", "potential", crossing_valley(1, 1), step_size=1e-4, num_chains=4,
+    ...          num_draws=200, num_burnin=100)
+    >>> c.d, c.obj.rlct().value
+    (2, Fraction(1, 2))
+    """
 
     name: str
     kind: str  # "potential" or "model"
@@ -55,6 +67,7 @@ class Case:
 
     @property
     def d(self) -> int:
+        """The number of parameters of the case's potential or network."""
         return int(self.obj.d)
 
 
@@ -64,7 +77,12 @@ def _sum_of_powers_target(r: int, k: int) -> Callable[[], float]:
 
 
 def suite(quick: bool = False) -> list[Case]:
-    """The cases of ``slt-basins reproduce``; ``quick`` shortens chains and drops the largest DLN."""
+    """The cases of ``slt-basins reproduce``; ``quick`` shortens chains and drops the largest DLN.
+
+    >>> full, quick = suite(), suite(quick=True)
+    >>> len(full), len(quick), [c.name for c in quick[:3]], (full[0].num_draws, quick[0].num_draws)
+    (19, 18, ['w^2', 'w^4', 'w^6'], (16000, 4000))
+    """
     s = 0.25 if quick else 1.0  # fraction of the full-mode steps
 
     def steps(draws, burn):
@@ -139,19 +157,28 @@ def _model_step_size(case: Case, model, data) -> float:
 
 
 def _g_rank(case: Case, model=None, data=None) -> Optional[int]:
-    """Rank of the behavioural Jacobian G at w*; for a polynomial, of its regression realisation."""
+    """Rank of the behavioural Jacobian G at w*; for a polynomial, of its regression realisation.
+
+    G is built on the first 2000 inputs. Where that G would exceed the budget
+    :data:`slt_basins.operators.G_MAX_ENTRIES` (:func:`slt_basins.operators.g_inputs` would cut the
+    inputs), the formula rank is reported instead: rank G = rank H at these zero-residual minima.
+    """
     from .curvature import g_rank
+    from .operators import g_inputs
 
     if case.kind == "potential":
         try:
             model, data = case.obj.regression(n=200, seed=0)
         except ValueError:  # not a sum of squares: no regression realisation
             return None
-    if case.d * min(data[0].shape[0], 2000) * model(data[0][:1]).numel() > 40_000_000:
-        return int(case.obj.hessian_rank())  # G too large to hold; = rank H at these zero-residual minima
+    x = data[0][:2000]
+    with torch.no_grad():
+        k = int(model(x[:1]).numel())
+    if g_inputs(x, k, case.d)[0].shape[0] < x.shape[0]:
+        return int(case.obj.hessian_rank())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return int(g_rank(model, data[0][:2000]).rank)
+        return int(g_rank(model, x).rank)
 
 
 def run_case(case: Case, seed: int = 0, distributed: bool = False, device=None) -> dict:
@@ -160,6 +187,20 @@ def run_case(case: Case, seed: int = 0, distributed: bool = False, device=None) 
     ``distributed=True`` spreads the case's chains over the initialised torch.distributed process
     group (see :func:`slt_basins.estimate_llc`); every rank returns the same row. ``device`` (e.g.
     ``"cuda:0"``) is where the chains run; the rank and curvature columns are computed on the CPU.
+
+    The row holds the exact λ (``true_lambda``, a fraction as text) and multiplicity ``m``, the
+    finite-temperature target where known, λ̂ (``llc``) with its MCSE (``se``), the relative errors
+    against both, rank(H)/2 and rank(G)/2, the settings, R-hat, the wall time (s), a ``verdict``
+    and the warnings raised.
+
+    Example (a short run of the case K = w², λ = 1/2):
+        >>> from slt_basins.toys import power
+        >>> row = run_case(Case("w^2", "potential", power(1), step_size=1e-4, num_chains=4,
+        ...                     num_draws=200, num_burnin=100))
+        >>> row["true_lambda"], row["hessian_rank_half"], row["g_rank_half"], row["chains"], row["draws"]
+        ('1/2', 0.5, 0.5, 4, 200)
+        >>> abs(row["llc"] - 0.5) < 4 * row["se"]
+        True
     """
     truth = case.obj.rlct()
     t0 = time.perf_counter()
@@ -224,15 +265,24 @@ def _verdict(row: dict) -> str:
 
 
 def reproduce(quick: bool = False, seed: int = 0, progress: bool = True, distributed: bool = False,
-              device=None) -> pd.DataFrame:
-    """Run the suite and return the table (one row per case).
+              device=None, cases: Optional[list[Case]] = None) -> pd.DataFrame:
+    """Run the suite and return the table (one row per case, the columns of :func:`run_case`).
 
     With ``distributed=True`` (under torchrun, process group initialised, e.g. by
     :func:`slt_basins.distributed.init_from_env`) every case's chains are spread over the ranks and
-    every rank returns the same table; ``device`` is this rank's device (default CPU).
+    every rank returns the same table; ``device`` is this rank's device (default CPU). ``cases``
+    replaces the suite (default: :func:`suite` of ``quick``; the full suite takes about 8 min on 2
+    CPU cores, the quick one 2 min).
+
+    Example (one short case instead of the suite):
+        >>> from slt_basins.toys import crossing_valley
+        >>> df = reproduce(cases=[Case("w1^2 w2^2", "potential", crossing_valley(1, 1), step_size=1e-4,
+        ...                            num_chains=4, num_draws=200, num_burnin=100)], progress=False)
+        >>> df[["case", "d", "true_lambda", "m"]].values.tolist()
+        [['w1^2 w2^2', 2, '1/2', 2]]
     """
     rows = []
-    cases = suite(quick)
+    cases = suite(quick) if cases is None else list(cases)
     if distributed:
         import torch.distributed as dist
 
@@ -249,7 +299,16 @@ def reproduce(quick: bool = False, seed: int = 0, progress: bool = True, distrib
 
 
 def markdown_table(df: pd.DataFrame) -> str:
-    """The table of :func:`reproduce` as GitHub markdown (as shown in docs/ground-truth.md)."""
+    """The table of :func:`reproduce` as GitHub markdown (as shown in docs/ground-truth.md).
+
+    >>> from slt_basins.toys import power
+    >>> df = pd.DataFrame([run_case(Case("w^4", "potential", power(2), step_size=1e-4, num_chains=4,
+    ...                                  num_draws=200, num_burnin=100))])
+    >>> print(markdown_table(df).splitlines()[0])
+    | case | d | λ (m) | finite-t target | λ̂ ± se | vs target | vs λ | rank(H)/2 | rank(G)/2 | ε·(nβh+γ)/4 at end | verdict |
+    >>> markdown_table(df).splitlines()[2].split(" | ")[:3]
+    ['| w^4', '1', '1/4 (1)']
+    """
 
     def num(v, fmt):
         return "" if v is None or pd.isna(v) else format(v, fmt)

@@ -34,6 +34,11 @@ class CheckFailure(NamedTuple):
 
     @classmethod
     def from_exception(cls, check: str, e: BaseException) -> "CheckFailure":
+        """The failure of ``check`` that raised ``e``.
+
+        >>> print(CheckFailure.from_exception("mala_probe", ValueError("loss is nan")))
+        mala_probe: ValueError: loss is nan
+        """
         return cls(check, type(e).__name__, str(e))
 
     def __str__(self) -> str:
@@ -97,6 +102,11 @@ class Checks:
 
     @classmethod
     def names(cls) -> list[str]:
+        """The names of all checks, in the order of the fields.
+
+        >>> Checks.names()[:3]
+        ['grad_norm', 'grad_bias_bound', 'hessian_max_abs_eig']
+        """
         return [f.name for f in dataclasses.fields(cls)]
 
     def _name(self, key: str) -> str:
@@ -173,6 +183,22 @@ class LLCResult:
         chain_ids: chain index of each row of the traces.
         config: the settings of the run (sampler, ε, γ, n, d, batch size, seed, ...).
         checks: the measured diagnostics, a :class:`Checks` record.
+
+    Example (a result built by hand; the estimators build it from their chains):
+        >>> import os, tempfile
+        >>> draws = np.array([[1.0, 2.0, 3.0], [2.0, 2.0, 2.0]])  # nβ·(L(w_t) − L(w*)) per chain and draw
+        >>> r = LLCResult(llc_mean=2.0, llc_std=0.0, llc_per_chain=draws.mean(1), mcse=0.3,
+        ...               loss_trace=draws / 100, llc_trace=draws, init_loss=0.0, nbeta=100.0,
+        ...               diverged=[], chain_ids=[0, 1], checks=Checks(r_hat=1.01, ess_bulk=5.0))
+        >>> print(r)
+        LLC = 2 ± 0.3 (MCSE; 2 chains × 3 draws, nβ = 100, R-hat 1.010, ESS 5)
+        >>> r.to_dataframe().shape  # one row per (chain, draw)
+        (6, 4)
+        >>> path = os.path.join(tempfile.mkdtemp(), "llc.npz")
+        >>> r.save(path)
+        >>> r2 = LLCResult.load(path)
+        >>> r2.checks.r_hat, bool((r2.llc_trace == r.llc_trace).all())
+        (1.01, True)
     """
 
     llc_mean: float
@@ -196,10 +222,12 @@ class LLCResult:
 
     @property
     def num_chains(self) -> int:
+        """Chains kept in the estimate (rows of the traces; diverged chains excluded)."""
         return int(self.llc_trace.shape[0])
 
     @property
     def num_draws(self) -> int:
+        """Post-burn-in draws per chain (columns of the traces)."""
         return int(self.llc_trace.shape[1])
 
     def __str__(self) -> str:
