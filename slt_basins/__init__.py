@@ -22,6 +22,7 @@ from .errors import (
     VmapFallbackWarning,
 )
 from .llc import default_nbeta, estimate_llc, estimate_llc_potential
+from .operators import HessianOperator, JacobianOperator, hessian_operator, jacobian_operator
 from .options import LLCOptions
 from .multitemperature import (
     MultiTemperatureResult,
@@ -65,4 +66,8 @@ __all__ = [
     "matrix_rank",
     "RankResult",
     "RankWarning",
+    "HessianOperator",
+    "JacobianOperator",
+    "hessian_operator",
+    "jacobian_operator",
 ]

@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from slt_basins import LLCWarning, compare_measures
+from slt_basins import LLCWarning, compare_measures, operators
 from slt_basins.reproduce import Case, _verdict, markdown_table, run_case, suite
 from slt_basins.toys import DeepLinearNetwork, ReducedRankRegression, power
 
@@ -38,6 +38,47 @@ def test_dln_teacher_ranks_and_truth():
     assert t.loc["true λ", "value"] == 7.0 and t.loc["d/2", "value"] == 23.5
     assert bool(t.loc["sandwich(true λ)", "value"])
     assert "LLC λ̂" not in t.index
+
+
+# Values compare_measures gave before it shared one Hessian operator (DLN [4,5,3,4] r=2 teacher,
+# 300 examples, seed 0): the dense route, and the matrix-free route forced by a lower EXACT_MAX_D.
+BEFORE_DENSE = {"rank(H)/2": 6.0, "rank(G)/2": 6.0, "trace(H)": 10.196756348223346,
+                "λ_max(H)": 3.2025509059800235, "log det(H + δI)": -252.77167533236923}
+BEFORE_MATRIX_FREE = {"rank(H)/2": 6.0, "rank(G)/2": 6.0, "trace(H)": 10.106447888338447,
+                      "λ_max(H)": 3.2025509059800235, "log det(H + δI)": -254.02895656025055}
+BEFORE_SE = {"trace(H)": 0.5428401541633272, "log det(H + δI)": 4.481369323952173}
+
+
+@pytest.mark.parametrize("route", ["dense", "matrix_free"])
+def test_one_hessian_operator_serves_every_hessian_row(route, monkeypatch):
+    built, copies = [], []
+    init, copy64 = operators.HessianOperator.__init__, operators._float64_model
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        init(self, *args, **kwargs)
+
+    def counting_copy(model):
+        copies.append(1)
+        return copy64(model)
+
+    monkeypatch.setattr(operators.HessianOperator, "__init__", counting_init)
+    monkeypatch.setattr(operators, "_float64_model", counting_copy)
+    if route == "matrix_free":
+        monkeypatch.setattr("slt_basins.compare.EXACT_MAX_D", 10)
+    dln = DeepLinearNetwork([4, 5, 3, 4], 2)
+    t = table(compare_measures(dln.model(), dln.dataset(300, seed=0), llc=False))
+    assert len(built) == 1  # one Hessian operator for rank, trace, λ_max and log det
+    assert len(copies) == 2  # one float64 copy of the model per operator (H and G)
+    before = BEFORE_DENSE if route == "dense" else BEFORE_MATRIX_FREE
+    for measure, value in before.items():
+        assert t.loc[measure, "value"] == pytest.approx(value, rel=1e-9), measure
+    if route == "matrix_free":
+        assert t.loc["rank(H)/2", "note"].startswith("matrix_free")
+        for measure, se in BEFORE_SE.items():
+            assert t.loc[measure, "se"] == pytest.approx(se, rel=1e-9), measure
+    else:
+        assert t.loc["trace(H)", "note"] == "exact"
 
 
 def test_cross_entropy_uses_probabilities_for_g():

@@ -1,4 +1,6 @@
-"""Tests for slt_basins.curvature: Hessian / G ranks against known formulas (docs/flatness.md; Singh, Bachmann & Hofmann 2021)."""
+"""Tests for slt_basins.curvature and slt_basins.operators: Hessian / G ranks against known formulas
+(docs/flatness.md; Singh, Bachmann & Hofmann 2021, arXiv:2106.16225), and every algorithm on an
+operator passed directly (op=), against exact answers."""
 from __future__ import annotations
 
 import math
@@ -10,8 +12,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import nnls
+from scipy.sparse.linalg import LinearOperator, aslinearoperator
 from torch import nn
 
+from slt_basins.operators import HessianOperator, JacobianOperator, as_operator, g_inputs, jacobian_operator
 from slt_basins.curvature import (
     EXACT_MAX_D,
     LogDetResult,
@@ -456,3 +460,132 @@ def test_exact_route_refuses_large_d_and_names_matrix_free_route():
     t = hessian_trace(big, data, num_samples=4)
     assert math.isfinite(t.estimate)
     assert top_eigenvalues(big, data, k=2).shape == (2,)
+
+
+# ------------------------------------------------------------------------------------------
+# every algorithm on an operator passed directly (op=)
+# ------------------------------------------------------------------------------------------
+
+EIG = np.array([5.0, 3.0, 2.0, 1.0, 0.5, 0.0, 0.0, 0.0])  # rank 5, trace 11.5
+
+
+def rotated(eig, seed=0):
+    """Q diag(eig) Qᵀ for a random orthogonal Q: a dense symmetric matrix with known spectrum."""
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((eig.size, eig.size)))
+    return (Q * eig) @ Q.T
+
+
+def test_rank_and_top_eigenvalues_of_a_known_operator():
+    op = aslinearoperator(rotated(EIG))
+    for method in ("exact", "matrix_free"):
+        r = hessian_rank(op=op, method=method, k0=2)
+        assert r.rank == 5 and not r.lower_bound and r.gap_decades > 10
+    np.testing.assert_allclose(hessian_rank(op=op).values[:5], EIG[:5], rtol=1e-12)
+    np.testing.assert_allclose(top_eigenvalues(op=op, k=3), [5.0, 3.0, 2.0], rtol=1e-12)
+    np.testing.assert_allclose(top_eigenvalues(op=op, k=3, method="matrix_free"), [5.0, 3.0, 2.0], rtol=1e-10)
+    np.testing.assert_allclose(hessian(op=op).numpy(), rotated(EIG), atol=1e-14)
+    # arrays and tensors are operators too
+    assert hessian_rank(op=rotated(EIG)).rank == hessian_rank(op=torch.as_tensor(rotated(EIG))).rank == 5
+
+
+def test_trace_and_logdet_of_a_known_operator_are_exact():
+    """For a diagonal matrix every Rademacher probe gives zᵀAz = tr A and d·qᵀlog(A + δI)q = log det."""
+    op = aslinearoperator(np.diag(EIG))
+    t = hessian_trace(op=op, num_samples=10)
+    assert t.estimate == pytest.approx(11.5, rel=1e-14) and t.stderr == pytest.approx(0.0, abs=1e-12)
+    delta = 0.1
+    exact = float(np.sum(np.log(EIG + delta)))
+    assert damped_logdet(op=op, delta=delta).value == pytest.approx(exact, rel=1e-13)
+    slq = damped_logdet(op=op, delta=delta, method="slq", num_probes=4, lanczos_steps=8)
+    assert slq.value == pytest.approx(exact, rel=1e-10) and slq.stderr < 1e-9
+    # a rotated matrix: the same log det exactly, SLQ within its standard error
+    rot = aslinearoperator(rotated(EIG))
+    assert damped_logdet(op=rot, delta=delta).value == pytest.approx(exact, rel=1e-12)
+    slq = damped_logdet(op=rot, delta=delta, method="slq", num_probes=200, lanczos_steps=8)
+    assert abs(slq.value - exact) < 3 * slq.stderr
+    t = hessian_trace(op=rot, num_samples=400)
+    assert abs(t.estimate - 11.5) < 3 * t.stderr
+
+
+def test_g_rank_ntk_and_jacobian_of_a_known_operator():
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((12, 3)) @ rng.standard_normal((3, 7))  # rank 3, 12 × 7
+    r = g_rank(op=aslinearoperator(G))
+    assert r.rank == 3 and r.size == 12 and r.method == "svd(op)"
+    np.testing.assert_allclose(behaviour_jacobian(op=G).numpy(), G, atol=1e-14)
+    np.testing.assert_allclose(ntk(op=G).numpy(), G @ G.T, atol=1e-12)
+
+
+def test_one_hessian_operator_serves_every_algorithm():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2))
+    data = (torch.randn(40, 4), torch.randn(40, 2))
+    op = hessian_operator(net, data)
+    assert isinstance(op, HessianOperator) and isinstance(op, LinearOperator)
+    assert torch.equal(hessian(op=op), hessian(net, data))
+    assert hessian_rank(op=op).rank == hessian_rank(net, data).rank
+    assert hessian_trace(op=op, seed=3) == hessian_trace(net, data, seed=3)
+    np.testing.assert_array_equal(top_eigenvalues(op=op, k=3), top_eigenvalues(net, data, k=3))
+    a, b = damped_logdet(op=op, delta=1.0), damped_logdet(net, data, delta=1.0)
+    assert a.value == b.value
+    assert op.n_hvp > 0  # the products ran on the shared operator
+
+
+def test_jacobian_operator_products_and_gauss_newton_operator():
+    """J v, Jᵀ u against the dense G; at a zero-residual minimum of MSE the Gauss–Newton operator
+    2/(n k) · JᵀJ is the Hessian, so every Hessian algorithm takes it."""
+    widths = [4, 5, 3, 4]
+    m = dln_teacher(widths, 2)
+    x, y = noiseless_data(m, widths[0])
+    J = jacobian_operator(m, x, chunk_size=7)
+    assert isinstance(J, JacobianOperator) and J.shape == (50 * 4, 47)
+    G = J.dense()
+    torch.testing.assert_close(G, behaviour_jacobian(m, x), atol=1e-13, rtol=1e-13)
+    g = _gen(2)
+    V, U = torch.randn(3, 47, generator=g, dtype=F64), torch.randn(2, 200, generator=g, dtype=F64)
+    torch.testing.assert_close(J.torch_matmat(V), V @ G.T, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(J.torch_rmatmat(U), U @ G, atol=1e-12, rtol=1e-12)
+    np.testing.assert_allclose(J.matvec(V[0].numpy()), (G @ V[0]).numpy(), atol=1e-12)
+    np.testing.assert_allclose(J.rmatvec(U[0].numpy()), (G.T @ U[0]).numpy(), atol=1e-12)
+    GN = (2.0 / y.numel()) * (J.H @ J)
+    assert hessian_rank(op=GN).rank == hessian_rank(op=GN, method="matrix_free").rank == 12
+    assert g_rank(op=J).rank == 12
+    np.testing.assert_allclose(top_eigenvalues(op=GN, k=2), top_eigenvalues(m, (x, y), k=2), rtol=1e-9)
+
+
+def test_op_and_model_are_alternatives():
+    net = nn.Linear(3, 2)
+    data = (torch.randn(10, 3), torch.randn(10, 2))
+    A = np.eye(3)
+    for fn in (hessian, hessian_rank, hessian_trace, top_eigenvalues, damped_logdet):
+        with pytest.raises(TypeError, match="not both"):
+            fn(net, data, op=A)
+        with pytest.raises(TypeError, match="not both"):
+            fn(op=A, chunk_size=4)
+        with pytest.raises(TypeError, match="not both"):
+            fn(op=A, loss="cross_entropy")
+        with pytest.raises(TypeError, match="op="):
+            fn()
+        with pytest.raises(TypeError, match="data not given"):
+            fn(net)
+        with pytest.raises(ValueError, match="square"):
+            fn(op=np.ones((3, 2)))
+    for fn in (behaviour_jacobian, g_rank, ntk):
+        with pytest.raises(TypeError, match="not both"):
+            fn(net, data[0], op=A)
+        with pytest.raises(TypeError, match="not both"):
+            fn(op=A, output="probs")
+        with pytest.raises(TypeError, match="inputs not given"):
+            fn(net)
+    with pytest.raises(ValueError, match="not symmetric"):
+        hessian_rank(op=np.array([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(TypeError, match="LinearOperator"):
+        as_operator("H")
+
+
+def test_g_inputs_budget():
+    x = torch.zeros(100, 3)
+    assert g_inputs(x, k=2, d=5)[0] is x
+    xs, note = g_inputs(x, k=2, d=50, max_entries=1000)
+    assert xs.shape[0] == 10 and "first 10 of 100" in note
+    assert g_inputs(x, k=10, d=10**6, max_entries=1000)[0].shape[0] == 1  # at least one input
