@@ -44,7 +44,16 @@ class ChainStream:
     """Random numbers of one chain: Gaussian noise and minibatch indices.
 
     Minibatches are drawn without replacement within an epoch (a fresh permutation of the n
-    examples per epoch, consumed ``batch_size`` at a time).
+    examples per epoch, consumed ``batch_size`` at a time). The numbers depend only on
+    ``(seed, chain)``.
+
+    Example:
+        >>> s = ChainStream(seed=0, chain=3, device="cpu", dtype=torch.float64)
+        >>> s.normal(2, 3).shape, s.batch_indices(2, 4, n=10).shape
+        (torch.Size([2, 3]), torch.Size([2, 4]))
+        >>> saved = s.state_dict(); a = s.normal(1, 2)
+        >>> s.load_state_dict(saved); torch.equal(a, s.normal(1, 2))  # resumed: the same numbers
+        True
     """
 
     def __init__(self, seed: int, chain: int, device, dtype: torch.dtype):
@@ -84,7 +93,27 @@ class ChainStream:
 
 
 class Target(Protocol):
-    """What the chain loop needs from a model or potential adapter."""
+    """What the chain loop needs from a model or potential adapter.
+
+    ``d`` is the number of sampled parameters; losses are mean losses (loss units), gradients are
+    per parameter unit. :class:`slt_basins.targets.ModelTarget` and
+    :class:`slt_basins.targets.PotentialTarget` implement it.
+
+    Example (a full-batch target for K(w) = ‖w‖², written by hand):
+        >>> class Quadratic:
+        ...     d = 2
+        ...     def draw_batches(self, streams, k):
+        ...         return None
+        ...     def loss_and_grad(self, w, batch):
+        ...         return (w ** 2).sum(1), 2 * w
+        ...     def baseline(self, batch):
+        ...         return torch.zeros(())
+        >>> from slt_basins.samplers import SGLD
+        >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(2))
+        >>> run_chains(SGLD, Quadratic(), h, [0, 1], num_burnin=5, num_draws=10, seed=0,
+        ...            divergence_bound=1e3, progress=False).llc.shape
+        (2, 10)
+    """
 
     d: int
 
@@ -129,6 +158,7 @@ class GroupedTarget:
         return getattr(self.target, name)
 
     def draw_batches(self, streams, k):
+        """The wrapped target's minibatch indices (the streams are per chain, so groups do not matter)."""
         return self.target.draw_batches(streams, k)
 
     def _groups(self, *rows):
@@ -147,6 +177,7 @@ class GroupedTarget:
             yield m, parts
 
     def loss_and_grad(self, w: torch.Tensor, batch: Optional[torch.Tensor]):
+        """``(L_B(w), ∇L_B(w))`` of the wrapped target, evaluated group by group."""
         losses, grads = [], []
         for m, (wg, bg) in self._groups(w, batch):
             loss, grad = self.target.loss_and_grad(wg, bg)
@@ -155,6 +186,7 @@ class GroupedTarget:
         return torch.cat(losses), torch.cat(grads)
 
     def baseline(self, batch: Optional[torch.Tensor]) -> torch.Tensor:
+        """``L_B(w*)`` of the wrapped target on each chain's batch, group by group."""
         if batch is None:
             return self.target.baseline(None)
         return torch.cat([self.target.baseline(bg)[:m] for m, (bg,) in self._groups(batch)])
@@ -166,17 +198,32 @@ class LocalSync:
     The loop calls ``start(t)`` once with the step it starts (or resumes) from, and
     ``any_alive(t, alive)`` at every block boundary; it stops when that returns False.
     :class:`slt_basins.distributed.RankSync` decides the same for all ranks together.
+
+    Example:
+        >>> sync = LocalSync()
+        >>> sync.start(0)
+        >>> sync.any_alive(200, torch.tensor([False, True])), sync.any_alive(400, torch.tensor([False, False]))
+        (True, False)
     """
 
     def start(self, t: int) -> None:
+        """The loop starts (or resumes) at step ``t``; nothing to agree on in one process."""
         pass
 
     def any_alive(self, t: int, alive: torch.Tensor) -> bool:
+        """Whether any chain of ``alive`` (a ``(chains,)`` bool tensor) is still running."""
         return bool(alive.any())
 
 
 def block_size(d: int, total_steps: int) -> int:
-    """Steps per block of pre-drawn noise: bounded memory, independent of the chain count."""
+    """Steps per block of pre-drawn noise: bounded memory, independent of the chain count.
+
+    At most 200 steps, at most 2²¹/d (about 2M noise numbers per chain and block) and at most the
+    run's ``total_steps``; at least 1.
+
+    >>> block_size(10, 1000), block_size(10, 50), block_size(10 ** 6, 1000), block_size(10 ** 7, 1000)
+    (200, 50, 2, 1)
+    """
     return int(max(1, min(total_steps, 200, (1 << 21) // max(d, 1))))
 
 
@@ -191,6 +238,15 @@ class ChainRun:
     Metropolis acceptance probability over the draws (kernels that report one, e.g. MALA), else None.
     ``resumed_from`` is the step a checkpoint was resumed from (None: started at step 0);
     ``checkpoint_step`` is the step that the checkpoint file ``checkpoint_path`` holds (None: none).
+
+    Example:
+        >>> from slt_basins.samplers import SGLD
+        >>> from slt_basins.targets import PotentialTarget
+        >>> w0 = torch.zeros(1, dtype=torch.float64)
+        >>> run = run_chains(SGLD, PotentialTarget(lambda w: (w ** 2).sum(1), w0), Hyper(1e-2, 1.0, 10.0, w0),
+        ...                  [0, 1, 2], num_burnin=10, num_draws=20, seed=0, divergence_bound=1e3, progress=False)
+        >>> run.loss.shape, run.diverged_at.tolist(), run.steps_done, run.accept, run.interrupted
+        ((3, 20), [-1, -1, -1], 30, None, False)
     """
 
     loss: np.ndarray
@@ -223,6 +279,17 @@ class LoopState:
     at (−1 if alive); ``acc_sum`` sums the kernel's acceptance probabilities over the draws (only when
     ``has_acc``); ``loss_tr`` and ``llc_tr`` are the ``(chains, num_draws)`` traces of L_B(w_t) and of
     the draws nβ·(L_B(w_t) − L_B(w*)).
+
+    Example (the loop of :func:`run_chains`, one block by hand):
+        >>> from slt_basins.samplers import SGLD
+        >>> from slt_basins.targets import PotentialTarget
+        >>> w0 = torch.zeros(1, dtype=torch.float64)
+        >>> t, h = PotentialTarget(lambda w: (w ** 2).sum(1), w0), Hyper(1e-2, 1.0, 10.0, w0)
+        >>> streams = [ChainStream(0, c, "cpu", torch.float64) for c in (0, 1)]
+        >>> loop = LoopState.start(SGLD, t, h, chains=2, num_draws=20)
+        >>> loop.advance(SGLD, t, h, streams, k=30, num_burnin=10, divergence_bound=1e3)
+        >>> loop.t, loop.kept(num_burnin=10), loop.result(num_burnin=10).llc.shape
+        (30, 20, (2, 20))
     """
 
     t: int
@@ -237,6 +304,7 @@ class LoopState:
 
     @classmethod
     def start(cls, kernel: Kernel, target: "Target", hyper: Hyper, chains: int, num_draws: int) -> "LoopState":
+        """Step 0: ``chains`` chains at w*, all alive, empty ``(chains, num_draws)`` traces."""
         w_star = hyper.w_star
         device, dtype, d = w_star.device, w_star.dtype, w_star.numel()
         state = kernel.init(w_star.expand(chains, d).clone(), lambda w: target.loss_and_grad(w, None), hyper)

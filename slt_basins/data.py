@@ -143,6 +143,12 @@ class TensorData:
         >>> data = TensorData({"x": torch.arange(6.).reshape(3, 2), "y": torch.arange(3)})
         >>> data.n, data.kind, data.take(torch.tensor([[2, 0]]))["y"].tolist()
         (3, 'dict', [[2, 0]])
+        >>> data.targets.tolist(), data.rows(1, 3)["y"].tolist(), data.head(1)["x"].tolist()
+        ([0, 1, 2], [1, 2], [[0.0, 1.0]])
+        >>> data.with_targets(torch.ones(3)).to(dtype=torch.float64).describe()
+        'x (3, 2) float64, y (3,) float64'
+        >>> TensorData((torch.zeros(4, 3), torch.zeros(4, dtype=torch.long))).describe()
+        'inputs (4, 3) float32, targets (4,) int64'
     """
 
     tensors: Batch

@@ -34,8 +34,8 @@ class FlatModel:
 
     Example:
         >>> fm = FlatModel(nn.Linear(3, 1))
-        >>> fm.d
-        4
+        >>> fm.d, fm.dtype, fm.device.type, fm.names
+        (4, torch.float32, 'cpu', ['weight', 'bias'])
         >>> fm.forward(fm.w_star, torch.zeros(2, 3)).shape
         torch.Size([2, 1])
     """

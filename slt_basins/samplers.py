@@ -65,6 +65,11 @@ class Hyper(NamedTuple):
         w_star: the centre w*, shape ``(d,)`` (broadcast over chains).
         adapt: True during burn-in. Adaptive kernels (RMSprop-SGLD's preconditioner) update their
             statistics only while it is True, so that the draws come from a fixed Markov kernel.
+
+    Example:
+        >>> h = Hyper(step_size=1e-4, localization=1.0, nbeta=100.0, w_star=torch.zeros(3))
+        >>> h._replace(adapt=False).adapt, h.nbeta
+        (False, 100.0)
     """
 
     step_size: float
@@ -88,6 +93,20 @@ class Kernel(NamedTuple):
     ``langevin``: the step is an (unadjusted) Langevin proposal, so the Metropolis acceptance of that
     proposal measures the kernel's discretisation bias (the MALA probe of the post-run checks).
     A kernel built by hand states both facts itself, and gets the same checks as the built-in ones.
+
+    Example (plain gradient descent, no noise, as a kernel; no stability rule is stated):
+        >>> class GDState(NamedTuple):
+        ...     w: torch.Tensor
+        >>> def gd_step(state, loss_and_grad, noise, hyper):
+        ...     loss, grad = loss_and_grad(state.w)
+        ...     return GDState(state.w - hyper.step_size * hyper.nbeta * grad), loss, None
+        >>> gd = Kernel("gd", lambda w0, f=None, h=None: GDState(w0), gd_step)
+        >>> s, loss, _ = gd.step(gd.init(torch.ones(2, 1)), lambda w: ((w ** 2).sum(1), 2 * w),
+        ...                      torch.zeros(2, 1), Hyper(1e-2, 0.0, 10.0, torch.zeros(1)))
+        >>> s.w[:, 0].tolist(), loss.tolist(), gd.stability_divisor
+        ([0.800000011920929, 0.800000011920929], [1.0, 1.0], None)
+        >>> SGLD.stability_divisor, SGLD.langevin, MALA.full_batch, MALA.extra_noise
+        (4.0, True, True, 1)
     """
 
     name: str
@@ -113,7 +132,16 @@ def _potential(w: torch.Tensor, loss: torch.Tensor, hyper: Hyper) -> torch.Tenso
 def langevin_proposal(w: torch.Tensor, grad: torch.Tensor, z: torch.Tensor, hyper: Hyper,
                       precond: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The Langevin move w + (ε/2)·G·∇log p(w) + √(ε·G)·z for standard normals z (G = 1 without a
-    diagonal preconditioner): SGLD's and RMSprop-SGLD's step and MALA's proposal."""
+    diagonal preconditioner): SGLD's and RMSprop-SGLD's step and MALA's proposal.
+
+    ``w``, ``grad`` (∇L at w), ``z`` and ``precond`` are ``(chains, d)``; ∇log p is the drift
+    −nβ·∇L − γ·(w − w*) of the module docstring.
+
+    >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(1))
+    >>> w = torch.ones(2, 1)  # K = w², ∇L = 2w: w + 0.005·(−10·2 − 1) = 0.895 without noise
+    >>> langevin_proposal(w, 2 * w, torch.zeros(2, 1), h)[:, 0].tolist()
+    [0.8949999809265137, 0.8949999809265137]
+    """
     eps = hyper.step_size
     if precond is None:
         return w + (0.5 * eps) * _drift(w, grad, hyper) + math.sqrt(eps) * z
@@ -126,6 +154,14 @@ def langevin_log_accept(w, loss, grad, w_new, loss_new, grad_new, hyper: Hyper, 
     The proposal (:func:`langevin_proposal`) is q(w'|w) = N(w + (ε/2)·G·∇log p(w), ε·G) with a fixed diagonal preconditioner G
     (G = 1 for SGLD/MALA). Returns log[p(w') q(w|w') / (p(w) q(w'|w))]; the acceptance probability
     is min(1, exp(·)). Non-finite values (a proposal into overflow) are returned as −inf.
+
+    >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(1, dtype=torch.float64))
+    >>> f = lambda w: ((w ** 2).sum(1), 2 * w)
+    >>> w = torch.ones(1, 1, dtype=torch.float64)
+    >>> w_new = langevin_proposal(w, f(w)[1], torch.zeros(1, 1, dtype=torch.float64), h)
+    >>> log_a = langevin_log_accept(w, *f(w), w_new, *f(w_new), h)
+    >>> float(log_a.clamp(max=0.0).exp())  # a small step: accepted with probability 1
+    1.0
     """
     eps = hyper.step_size
     g = torch.ones_like(w) if precond is None else precond
@@ -139,13 +175,21 @@ def langevin_log_accept(w, loss, grad, w_new, loss_new, grad_new, hyper: Hyper, 
 # --- SGLD -----------------------------------------------------------------------------------------
 
 class SGLDState(NamedTuple):
-    """State of SGLD: only the parameters, shape ``(chains, d)``."""
+    """State of SGLD: only the parameters, shape ``(chains, d)``.
+
+    >>> SGLDState(torch.zeros(2, 3)).w.shape
+    torch.Size([2, 3])
+    """
 
     w: torch.Tensor
 
 
 def sgld_init(w0: torch.Tensor, loss_and_grad: Optional[LossAndGrad] = None, hyper: Optional[Hyper] = None) -> SGLDState:
-    """Start SGLD chains at ``w0`` (``(chains, d)``); no evaluation is needed."""
+    """Start SGLD chains at ``w0`` (``(chains, d)``); no evaluation is needed.
+
+    >>> sgld_init(torch.ones(2, 1)).w.tolist()
+    [[1.0], [1.0]]
+    """
     return SGLDState(w0)
 
 
@@ -157,6 +201,12 @@ def sgld_step(state: SGLDState, loss_and_grad: LossAndGrad, noise: torch.Tensor,
     For a Gaussian target of precision A the stationary variance of this update is
     1/(A(1 − εA/4)): stable only for εA < 4, and biased upward by the factor 1/(1 − εA/4)
     (the step-size bias; see the docs page Theory). Returns the new state, ``L_B(w)`` at the old parameters and None.
+
+    >>> h = Hyper(1e-2, 1.0, 10.0, torch.zeros(1))
+    >>> s, loss, acc = sgld_step(SGLDState(torch.ones(1, 1)), lambda w: ((w ** 2).sum(1), 2 * w),
+    ...                          torch.zeros(1, 1), h)  # zero noise: the drift step alone
+    >>> round(s.w.item(), 6), loss.item(), acc
+    (0.895, 1.0, None)
     """
     loss, grad = loss_and_grad(state.w)
     return SGLDState(langevin_proposal(state.w, grad, noise, hyper)), loss, None
@@ -168,7 +218,15 @@ SGLD = Kernel("sgld", sgld_init, sgld_step, stability_divisor=4.0, langevin=True
 # --- RMSprop-preconditioned SGLD -----------------------------------------------------------------
 
 class RMSpropState(NamedTuple):
-    """RMSprop-SGLD state: parameters, the running mean of squared loss gradients, steps adapted."""
+    """RMSprop-SGLD state: parameters, the running mean of squared loss gradients, steps adapted.
+
+    ``w`` and ``v`` are ``(chains, d)`` (``v`` in squared units of nβ·∇L), ``k`` is ``(chains,)``.
+
+    >>> k = rmsprop_sgld()
+    >>> s = k.init(torch.ones(2, 3))
+    >>> s.v.shape, s.k.tolist(), k.preconditioner(s)[0].tolist()  # G = 1 before any adaptation
+    (torch.Size([2, 3]), [0.0, 0.0], [1.0, 1.0, 1.0])
+    """
 
     w: torch.Tensor
     v: torch.Tensor
@@ -230,7 +288,12 @@ def rmsprop_sgld(decay: float = 0.99, max_gain: float = 1000.0) -> Kernel:
 # --- SGNHT -----------------------------------------------------------------------------------------
 
 class SGNHTState(NamedTuple):
-    """SGNHT state: parameters, momentum (in parameter units per step) and the thermostat α."""
+    """SGNHT state: parameters, momentum (in parameter units per step) and the thermostat α.
+
+    >>> s = sgnht(friction=0.1).init(torch.ones(2, 1))
+    >>> s.p.tolist(), s.alpha.tolist()  # at rest, α starting at the friction
+    ([[0.0], [0.0]], [0.10000000149011612, 0.10000000149011612])
+    """
 
     w: torch.Tensor
     p: torch.Tensor
@@ -276,7 +339,12 @@ def sgnht(friction: float = 0.1) -> Kernel:
 # --- MALA ------------------------------------------------------------------------------------------
 
 class MALAState(NamedTuple):
-    """MALA state: parameters with the full-batch loss and gradient there (cached)."""
+    """MALA state: parameters with the full-batch loss and gradient there (cached).
+
+    >>> s = MALA.init(torch.ones(2, 1), lambda w: ((w ** 2).sum(1), 2 * w), None)
+    >>> s.loss.tolist(), s.grad.tolist()
+    ([1.0, 1.0], [[2.0], [2.0]])
+    """
 
     w: torch.Tensor
     loss: torch.Tensor
@@ -310,7 +378,15 @@ KERNELS: dict[str, Kernel] = {"sgld": SGLD, "rmsprop_sgld": rmsprop_sgld(), "sgn
 
 
 def get_kernel(sampler: Union[str, Kernel]) -> Kernel:
-    """Look a kernel up by name (or pass a :class:`Kernel` through), with a clear error."""
+    """Look a kernel up by name (or pass a :class:`Kernel` through), with a clear error.
+
+    >>> get_kernel("mala") is MALA, get_kernel(SGLD) is SGLD
+    (True, True)
+    >>> get_kernel("hmc")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown sampler 'hmc'; choose one of ['mala', 'rmsprop_sgld', 'sgld', 'sgnht'], or pass a Kernel built by slt_basins.samplers.rmsprop_sgld(...) / sgnht(...).
+    """
     if isinstance(sampler, Kernel):
         return sampler
     try:

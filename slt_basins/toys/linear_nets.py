@@ -198,12 +198,20 @@ class DeepLinearNetwork:
 
     @property
     def L(self) -> int:
-        """Number of weight matrices (len(widths) − 1). Example: ``DeepLinearNetwork([3, 2, 4], 1).L == 2``."""
+        """Number of weight matrices (len(widths) − 1).
+
+        >>> DeepLinearNetwork([3, 2, 4], 1).L
+        2
+        """
         return len(self.widths) - 1
 
     @property
     def d(self) -> int:
-        """Number of parameters Σ_l H^(l) H^(l+1) (no biases). Example: [3, 2, 4] -> 3·2 + 2·4 = 14."""
+        """Number of parameters Σ_l H^(l) H^(l+1) (no biases).
+
+        >>> DeepLinearNetwork([3, 2, 4], 1).d  # 3·2 + 2·4
+        14
+        """
         return sum(a * b for a, b in zip(self.widths[:-1], self.widths[1:]))
 
     def rlct(self) -> RLCT:
@@ -318,6 +326,11 @@ class ReducedRankRegression(DeepLinearNetwork):
         self.M, self.H, self.N = self.widths
 
     def rlct(self) -> RLCT:
+        """The Aoyagi–Watanabe RLCT of reduced rank regression, :func:`rrr_rlct`.
+
+        >>> ReducedRankRegression(5, 3, 5, r=0).rlct().value  # case 1b of the reproduction table
+        Fraction(13, 2)
+        """
         return rrr_rlct(self.M, self.H, self.N, self.r)
 
     def __repr__(self) -> str:

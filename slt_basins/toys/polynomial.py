@@ -385,25 +385,38 @@ class Polynomial:
     # -- basic properties ----------------------------------------------------------------------
     @property
     def d(self) -> int:
-        """Number of variables w1..wd (``Polynomial("w3**2").d == 3``)."""
+        """Number of variables w1..wd.
+
+        >>> Polynomial("w3**2").d, Polynomial("w1**2", d=4).d
+        (3, 4)
+        """
         return self._d
 
     @property
     def degree(self) -> int:
-        """Total degree max |α| (``Polynomial("w1**2*w2**4").degree == 6``)."""
+        """Total degree max |α|.
+
+        >>> Polynomial("w1**2*w2**4").degree
+        6
+        """
         return max((sum(k) for k in self._terms), default=0)
 
     @property
     def terms(self) -> Dict[Exponent, Fraction]:
         """A copy of ``{exponent tuple: Fraction coefficient}`` (zero coefficients dropped).
 
-        Example: ``Polynomial("2*w1*w2").terms == {(1, 1): Fraction(2)}``.
+        >>> Polynomial("2*w1*w2").terms
+        {(1, 1): Fraction(2, 1)}
         """
         return dict(self._terms)
 
     @property
     def variables(self) -> Tuple[int, ...]:
-        """0-based indices of the variables that K depends on (``Polynomial("w2**2", d=3).variables == (1,)``)."""
+        """0-based indices of the variables that K depends on.
+
+        >>> Polynomial("w2**2", d=3).variables
+        (1,)
+        """
         return tuple(i for i in range(self._d) if any(k[i] for k in self._terms))
 
     def __str__(self) -> str:
@@ -471,7 +484,7 @@ class Polynomial:
 
         Raises:
             ValueError: if K(0) != 0, or K is not ≥ 0 near 0 (a vertex monomial of the Newton
-            polyhedron is odd or negative, e.g. ``w1**3``, ``w1*w2``, ``-w1**2``).
+                polyhedron is odd or negative, e.g. ``w1**3``, ``w1*w2``, ``-w1**2``).
 
         Example:
             >>> Polynomial("w1**8*w2**2").rlct(prior_exponents=[6, 3]).value   # λ = min((6+1)/8, (3+1)/2)
@@ -685,6 +698,11 @@ class PolynomialRegression(nn.Module):
 
     Attributes:
         factors: list of (c_j, f_j) with K = Σ c_j f_j²; ``num_outputs`` = J.
+
+    Example:
+        >>> model, (x, y) = Polynomial("w1**2*w2**2").regression(n=100, seed=0)
+        >>> model.num_outputs, model(x).shape, [n for n, _ in model.named_parameters()]
+        (1, torch.Size([100, 1]), ['w'])
     """
 
     def __init__(self, factors: List[Tuple[Fraction, Polynomial]], d: int):
@@ -706,7 +724,12 @@ class PolynomialRegression(nn.Module):
         return torch.stack([s * f(w) for s, f in zip(self._scales, (f for _, f in self.factors))], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x of shape (n, 1) (or (n,)) -> g(w)·x of shape (n, J)."""
+        """x of shape (n, 1) (or (n,)) -> g(w)·x of shape (n, J).
+
+        >>> m, _ = Polynomial("(w1 - w2)**2 + w3**4").regression(4)
+        >>> m(torch.ones(3, dtype=torch.float64)).shape  # g(0) = 0 at initialisation
+        torch.Size([3, 2])
+        """
         if x.ndim == 1:
             x = x[:, None]
         return x * self.g().to(x.dtype)

@@ -91,7 +91,11 @@ class RLCT:
 
     @property
     def lam(self) -> Fraction:
-        """Alias of ``value``."""
+        """Alias of ``value`` (λ, an exact fraction).
+
+        >>> newton_rlct({(2, 4): 1}).lam
+        Fraction(1, 4)
+        """
         return self.value
 
     def __str__(self) -> str:
@@ -468,7 +472,7 @@ def newton_rlct(
 
     Raises:
         ValueError: empty/zero K, a constant term, a bad prior, or a vertex monomial of P(K) that is
-        odd or negative (K not ≥ 0 near 0).
+            odd or negative (K not ≥ 0 near 0).
 
     Example:
         >>> newton_rlct({(2, 2): 1})            # w1^2 w2^2
