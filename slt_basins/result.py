@@ -174,7 +174,8 @@ class LLCResult:
         llc_per_chain: per-chain λ̂, one per row of the traces (``chain_ids`` gives the chain index).
         mcse: Monte Carlo standard error of ``llc_mean`` from ArviZ (autocorrelation-aware). This is
             the error bar of the sampler; it does not include the asymptotic biases of the estimator
-            (localisation, step size, finite nβ; see the README).
+            (localisation, step size, finite nβ; see "When not to trust a number" on the docs page
+            Estimating the LLC).
         loss_trace: ``(chains, draws)`` minibatch losses L_B(w_t) after burn-in.
         llc_trace: ``(chains, draws)`` per-draw values nβ·(L_B(w_t) − L_B(w*)) (paired baseline).
         init_loss: L_n(w*) on the full data (K(w*) for a potential).
