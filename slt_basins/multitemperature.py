@@ -303,8 +303,8 @@ def fit_multitemperature(
 
     Warns:
         LLCWarning: fewer than 3 temperatures; the chosen fit has no residual degrees of freedom;
-        a poor fit (χ² p-value < 1e-3; the s.e. is then inflated); λ̂ decreasing with t (not a
-        multiplicity effect).
+            a poor fit (χ² p-value < 1e-3; the s.e. is then inflated); λ̂ decreasing with t (not a
+            multiplicity effect).
 
     Raises:
         ValueError: bad inputs (with what to change), or a model needing more temperatures.
