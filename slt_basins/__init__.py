@@ -31,12 +31,16 @@ from .multitemperature import (
     fit_multitemperature,
 )
 from .result import CheckFailure, Checks, LLCResult
+from .trajectory import TrajectoryResult, estimate_llc_trajectory
+from .refine import attention_head_params, attention_modules
 
 __version__ = "0.1.0"
 
 __all__ = [
     "estimate_llc",
     "estimate_llc_potential",
+    "estimate_llc_trajectory",
+    "TrajectoryResult",
     "estimate_llc_multitemperature",
     "estimate_llc_multitemperature_potential",
     "fit_multitemperature",
@@ -70,4 +74,6 @@ __all__ = [
     "JacobianOperator",
     "hessian_operator",
     "jacobian_operator",
+    "attention_head_params",
+    "attention_modules",
 ]

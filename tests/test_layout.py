@@ -29,14 +29,14 @@ MAX_FUNCTION_LINES = 80
 LAYERS: list[set[str]] = [
     {"errors"},
     {"samplers", "data", "losses", "functional", "checkpoint", "diagnostics", "toys",
-     "operators", "curvature"},
+     "operators", "curvature", "refine"},
     {"options"},
     {"chains", "result"},
     {"targets", "distributed", "checks"},
     {"sampling"},
     {"calibration"},
     {"llc"},
-    {"multitemperature", "compare", "reproduce"},
+    {"multitemperature", "compare", "reproduce", "trajectory", "localization"},
     {"slt_basins"},
     {"cli"},
 ]
