@@ -260,6 +260,53 @@ class ChainRun:
     resumed_from: Optional[int] = None
     checkpoint_path: Optional[str] = None
     checkpoint_step: Optional[int] = None
+    observed: Optional[dict] = None
+
+
+def _observer_seed(seed: int, index: int) -> int:
+    """The seed of observed dataset ``index``'s minibatch streams: independent of the main streams."""
+    return int(np.random.SeedSequence([int(seed), 0x0B5E, int(index)]).generate_state(1, dtype=np.uint32)[0])
+
+
+class Observed:
+    """Extra datasets whose loss is recorded at every draw, with no influence on the chains (the
+    data-refined LLC). Each has its own per-chain minibatch streams, seeded from (seed, dataset index,
+    chain), so adding an observed dataset changes neither the chains nor the other datasets' draws.
+
+    ``targets`` maps a name to a target with ``draw_batches``, ``losses`` (no gradient) and
+    ``baseline``, like :class:`Target`.
+    """
+
+    def __init__(self, targets: dict, seed: int, chain_ids: Sequence[int], device, dtype):
+        self.names, self.targets = list(targets), list(targets.values())
+        self.streams = [[ChainStream(_observer_seed(seed, i), c, device, dtype) for c in chain_ids]
+                        for i in range(len(self.targets))]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def draw(self, k: int) -> list:
+        """Each dataset's minibatch indices for the next k steps (or None: full batch)."""
+        return [t.draw_batches(s, k) for t, s in zip(self.targets, self.streams)]
+
+    def measure(self, w: torch.Tensor, batches: list, j: int, nbeta: float):
+        """(losses, draws), each ``(datasets, chains)``: L_obs,B(w) and nβ·(L_obs,B(w) − L_obs,B(w*))."""
+        with torch.no_grad():
+            losses, draws = [], []
+            for t, b in zip(self.targets, batches):
+                batch = None if b is None else b[j]
+                loss = t.losses(w, batch)
+                losses.append(loss)
+                draws.append((loss - t.baseline(batch)) * nbeta)
+        return torch.stack(losses), torch.stack(draws)
+
+    def state_dict(self) -> list:
+        return [[{**st, "perm": st["perm"].cpu()} for st in (s.state_dict() for s in ss)] for ss in self.streams]
+
+    def load_state_dict(self, states: list) -> None:
+        for ss, sts in zip(self.streams, states):
+            for s, st in zip(ss, sts):
+                s.load_state_dict(st)
 
 
 def _where(mask: torch.Tensor, new, old):
@@ -301,6 +348,9 @@ class LoopState:
     loss_tr: torch.Tensor
     llc_tr: torch.Tensor
     streams: Optional[list] = None  # the streams' states, in a snapshot only
+    obs_loss_tr: Optional[torch.Tensor] = None  # (datasets, chains, num_draws): observed losses ...
+    obs_llc_tr: Optional[torch.Tensor] = None  # ... and their draws nβ·(L_obs(w_t) − L_obs(w*))
+    obs_streams: Optional[list] = None  # the observed datasets' stream states, in a snapshot only
 
     @classmethod
     def start(cls, kernel: Kernel, target: "Target", hyper: Hyper, chains: int, num_draws: int) -> "LoopState":
@@ -317,10 +367,18 @@ class LoopState:
         """Post-burn-in draws taken so far."""
         return max(0, min(self.loss_tr.shape[1], self.t - num_burnin))
 
-    def snapshot(self, streams: Sequence["ChainStream"]) -> "LoopState":
+    def observe(self, observed: "Observed", num_draws: int) -> None:
+        """Allocate the traces of ``observed`` datasets (call once, before the first step)."""
+        if len(observed):
+            shape = (len(observed), self.loss_tr.shape[0], num_draws)
+            self.obs_loss_tr = torch.zeros(shape, device=self.loss_tr.device, dtype=self.loss_tr.dtype)
+            self.obs_llc_tr = torch.zeros_like(self.obs_loss_tr)
+
+    def snapshot(self, streams: Sequence["ChainStream"], observed: Optional["Observed"] = None) -> "LoopState":
         """A shallow copy at this block boundary, with the streams' states (the loop never modifies
         a tensor of it in place, except trace columns past its own ``t``), for :meth:`payload`."""
-        return dataclasses.replace(self, streams=[s.state_dict() for s in streams])
+        return dataclasses.replace(self, streams=[s.state_dict() for s in streams],
+                                   obs_streams=observed.state_dict() if observed else None)
 
     def payload(self, fp: dict, num_burnin: int) -> dict:
         """What a checkpoint file holds (CPU tensors and plain values), from a :meth:`snapshot`."""
@@ -331,9 +389,13 @@ class LoopState:
             diverged_at=self.diverged_at.cpu(), acc_sum=self.acc_sum.cpu(), has_acc=self.has_acc,
             loss=self.loss_tr[:, :kept].cpu(), llc=self.llc_tr[:, :kept].cpu(),
             streams=[{"noise": st["noise"], "batch": st["batch"], "perm": st["perm"].cpu()} for st in self.streams],
+            observed=None if self.obs_llc_tr is None else dict(
+                loss=self.obs_loss_tr[:, :, :kept].cpu(), llc=self.obs_llc_tr[:, :, :kept].cpu(),
+                streams=self.obs_streams),
         )
 
-    def restore(self, saved: dict, streams: Sequence["ChainStream"], kernel: Kernel, path: str) -> None:
+    def restore(self, saved: dict, streams: Sequence["ChainStream"], kernel: Kernel, path: str,
+                observed: Optional["Observed"] = None) -> None:
         """Continue from a checkpoint payload (see :meth:`payload`)."""
         if saved["state_fields"] != list(self.state._fields):
             raise ckpt.CheckpointMismatchError(
@@ -347,17 +409,27 @@ class LoopState:
         self.loss_tr[:, :kept], self.llc_tr[:, :kept] = saved["loss"].to(dev), saved["llc"].to(dev)
         for s, st in zip(streams, saved["streams"]):
             s.load_state_dict(st)
+        if saved.get("observed") is not None and observed:
+            obs = saved["observed"]
+            self.obs_loss_tr[:, :, :kept], self.obs_llc_tr[:, :, :kept] = obs["loss"].to(dev), obs["llc"].to(dev)
+            observed.load_state_dict(obs["streams"])
         self.t = int(saved["t"])
 
     def advance(self, kernel: Kernel, target: "Target", hyper: Hyper, streams: Sequence["ChainStream"], k: int,
-                num_burnin: int, divergence_bound: float) -> None:
-        """Take the next ``k`` steps of every chain (one block of pre-drawn noise and batches)."""
+                num_burnin: int, divergence_bound: float, observed: Optional["Observed"] = None) -> None:
+        """Take the next ``k`` steps of every chain (one block of pre-drawn noise and batches); with
+        ``observed``, record the observed datasets' losses at every draw (the point each step starts at)."""
         d = hyper.w_star.numel()
         hyper_draw = hyper._replace(adapt=False)
         noise = torch.stack([s.normal(k, d + kernel.extra_noise) for s in streams], dim=1)
         batches = target.draw_batches(streams, k)
+        obs_batches = observed.draw(k) if observed else None
         for j in range(k):
             batch = None if batches is None else batches[j]
+            if obs_batches is not None and self.t >= num_burnin:
+                i = self.t - num_burnin
+                self.obs_loss_tr[:, :, i], self.obs_llc_tr[:, :, i] = observed.measure(
+                    self.state[0], obs_batches, j, hyper.nbeta)
             new_state, loss, acc = kernel.step(self.state, lambda w, b=batch: target.loss_and_grad(w, b), noise[j],
                                                hyper if self.t < num_burnin else hyper_draw)
             draw = (loss - target.baseline(batch)) * hyper.nbeta
@@ -380,7 +452,10 @@ class LoopState:
             loss=self.loss_tr[:, :kept].cpu().numpy(), llc=self.llc_tr[:, :kept].cpu().numpy(),
             diverged_at=self.diverged_at.cpu().numpy(), steps_done=self.t, final_w=self.state[0].detach(),
             final_state=self.state,
-            accept=(self.acc_sum / max(kept, 1)).cpu().numpy() if self.has_acc else None, **extra)
+            accept=(self.acc_sum / max(kept, 1)).cpu().numpy() if self.has_acc else None,
+            observed=None if self.obs_llc_tr is None else dict(
+                loss=self.obs_loss_tr[:, :, :kept].cpu().numpy(), llc=self.obs_llc_tr[:, :, :kept].cpu().numpy()),
+            **extra)
 
 
 def run_chains(
@@ -401,6 +476,7 @@ def run_chains(
     checkpoint_every: int = 1000,
     fingerprint: Optional[dict] = None,
     sync: Optional[LocalSync] = None,
+    observe: Optional[dict] = None,
 ) -> ChainRun:
     """Run ``len(chain_ids)`` chains of ``kernel`` on ``target`` from w*, vectorised.
 
@@ -426,6 +502,8 @@ def run_chains(
             :class:`slt_basins.distributed.RankSync` so that all ranks stop at the same step.
         on_block: called as ``on_block(t, loop)`` after every block (after any checkpoint of that
             block) with the step count and the :class:`LoopState` (read it, don't modify it).
+        observe: ``{name: target}`` of extra datasets whose loss is recorded at every draw (see
+            :class:`Observed`); their traces come back in ``ChainRun.observed``.
 
     Example:
         >>> from slt_basins.samplers import SGLD
@@ -443,18 +521,21 @@ def run_chains(
         target = GroupedTarget(target, chain_group)
     total = num_burnin + num_draws
     loop = LoopState.start(kernel, target, hyper, chains, num_draws)
+    observed = Observed(observe or {}, seed, chain_ids, hyper.w_star.device, hyper.w_star.dtype)
+    loop.observe(observed, num_draws)
     interrupted, resumed_from, fp, saved_t = False, None, None, None
     if checkpoint is not None:
         checkpoint = os.fspath(checkpoint)
         fp = ckpt.fingerprint(sampler=kernel.name, seed=seed, chain_ids=chain_ids, step_size=hyper.step_size,
                               nbeta=hyper.nbeta, localization=hyper.localization, num_draws=num_draws,
                               num_burnin=num_burnin, d=d, w_star=hyper.w_star, divergence_bound=divergence_bound,
-                              chain_group=chain_group, extra=fingerprint)
+                              chain_group=chain_group,
+                              extra=dict(fingerprint or {}, observe=observed.names) if observed else fingerprint)
         saved = ckpt.load(checkpoint, fp)
         if saved is not None:
-            loop.restore(saved, streams, kernel, checkpoint)
+            loop.restore(saved, streams, kernel, checkpoint, observed)
             resumed_from = loop.t
-        snap, saved_t = loop.snapshot(streams), loop.t
+        snap, saved_t = loop.snapshot(streams, observed), loop.t
     sync = LocalSync() if sync is None else sync
     sync.start(loop.t)
     blk = block_size(d, total)
@@ -462,9 +543,9 @@ def run_chains(
     try:
         while loop.t < total and sync.any_alive(loop.t, loop.alive):
             k = min(blk, total - loop.t)
-            loop.advance(kernel, target, hyper, streams, k, num_burnin, divergence_bound)
+            loop.advance(kernel, target, hyper, streams, k, num_burnin, divergence_bound, observed)
             if checkpoint is not None:
-                snap = loop.snapshot(streams)
+                snap = loop.snapshot(streams, observed)
                 if loop.t - saved_t >= checkpoint_every:
                     ckpt.save(checkpoint, snap.payload(fp, num_burnin))
                     saved_t = loop.t

@@ -64,6 +64,7 @@ def estimate_llc(
     checkpoint: Optional[Union[str, os.PathLike]] = None,
     checkpoint_every: Optional[int] = None,
     evaluate: Optional[Callable[[Callable, Any], torch.Tensor]] = None,
+    observe: Optional[dict] = None,
 ) -> LLCResult:
     """Estimate the local learning coefficient λ(w*) of ``model`` at its current parameters w*.
 
@@ -121,9 +122,12 @@ def estimate_llc(
             full batch only), or a :class:`~slt_basins.samplers.Kernel` built with options, e.g.
             ``samplers.rmsprop_sgld(delta=1.0)``. The step sizes that suit each kernel differ:
             see :func:`slt_basins.calibrate`.
-        params: sample only these parameters (a list of names from ``model.named_parameters()``,
-            or a predicate ``name -> bool``) and hold the rest at w*: the *restricted* LLC of that
-            block (Wang et al. 2024). None samples every parameter with ``requires_grad``.
+        params: sample only these parameters and hold the rest at w*: the *weight-refined* (restricted)
+            LLC of that block (Wang et al. 2024, arXiv:2410.02984). A list of names or glob patterns on
+            ``model.named_parameters()`` names (``"transformer.h.0.*"``), a predicate ``name -> bool``,
+            or ``{name: bool mask}`` to sample only the masked entries of a tensor (e.g. one attention
+            head: :func:`slt_basins.attention_head_params`). None samples every parameter with
+            ``requires_grad``.
         seed: chain c draws its noise and minibatches from ``SeedSequence([seed, c])``: the same seed
             gives identical results, and a chain's draws do not depend on the number of chains.
         device: where to sample (default: the model's device).
@@ -172,6 +176,13 @@ def estimate_llc(
             for a minibatch: those examples). It must be a mean over the batch's examples, and obey one
             rule: no in-place state and no global random numbers (both break vmap and
             reproducibility). Its minibatch baseline is paired by a forward pass at w*.
+        observe: ``{"name": data, ...}``: extra datasets (any form ``data`` takes) whose loss is
+            evaluated at every draw of the same chains, paired against its own baseline at w* and
+            minibatched like the main data (with its own streams). Sampling uses only ``data``. Each
+            gives a data-refined LLC λ̂_obs = nβ·(E_w[L_obs(w)] − L_obs(w*)) with the main run's nβ
+            (the posterior's temperature), in ``result.observed["name"]`` (mean, MCSE, trace): the
+            sensitivity of that dataset's loss to the basin the training data defines (Wang et al.
+            2024, arXiv:2410.02984). Costs one forward pass per observed dataset and draw.
 
     Returns:
         :class:`~slt_basins.result.LLCResult` with λ̂, its MCSE, traces and diagnostics.
@@ -196,7 +207,30 @@ def estimate_llc(
         device=device, divergence_bound=divergence_bound, check_stability=check_stability, vectorize=vectorize,
         progress=progress, distributed=distributed, chain_group=chain_group, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every)
-    return _run(ModelTarget.build(model, data, loss, opts, evaluate=evaluate), opts)
+    target = ModelTarget.build(model, data, loss, opts, evaluate=evaluate)
+    target.observers = _observers(target, observe, loss, opts)
+    return _run(target, opts)
+
+
+def _observers(target: ModelTarget, observe, loss, opts: LLCOptions) -> dict:
+    """``{name: target}`` of the observed datasets, validated before any sampling."""
+    if observe is None:
+        return {}
+    if not isinstance(observe, dict) or not observe:
+        raise TypeError("observe must be a non-empty dict {name: data}, e.g. observe={'test': (x_test, y_test)}.")
+    bad = [k for k in observe if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"observe's keys must be names (str); got {bad!r}.")
+    if opts.distributed:
+        raise ValueError("observe= is not supported with distributed=True yet: run the observed datasets in one "
+                         "process (distributed=False).")
+    out = {}
+    for name, obs in observe.items():
+        try:
+            out[name] = target.with_data(obs, loss)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"observe[{name!r}]: {e}") from e
+    return out
 
 
 def estimate_llc_potential(

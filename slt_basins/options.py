@@ -102,7 +102,7 @@ class LLCOptions:
     checkpoint: Optional[str] = None
     checkpoint_every: Optional[int] = None
     batch_size: Optional[int] = None
-    params: Union[None, Iterable[str], Callable[[str], bool]] = None
+    params: Union[None, str, Iterable[str], Callable[[str], bool], dict] = None
     device: Any = None
     vectorize: bool = True
 
@@ -170,8 +170,11 @@ class LLCOptions:
         """The fields as a plain dict (the kernel by name), e.g. for a result's ``config``."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["sampler"] = self.kernel.name
-        if out["params"] is not None and not isinstance(out["params"], (list, tuple, str)):
-            out["params"] = repr(out["params"])
+        params = out["params"]
+        if isinstance(params, dict):  # masks: record what they select, not the tensors
+            out["params"] = {k: f"mask[{int(m.sum())} of {m.numel()}]" for k, m in params.items()}
+        elif params is not None and not isinstance(params, (list, tuple, str)):
+            out["params"] = repr(params)
         out["device"] = None if self.device is None else str(self.device)
         return out
 
