@@ -17,6 +17,7 @@ from .errors import (
     CalibrationError,
     CheckpointMismatchError,
     LLCWarning,
+    LocalizationWarning,
     RankWarning,
     SamplerDivergedError,
     VmapFallbackWarning,
@@ -32,6 +33,7 @@ from .multitemperature import (
 )
 from .result import CheckFailure, Checks, LLCResult
 from .trajectory import TrajectoryResult, estimate_llc_trajectory
+from .localization import LocalizationSweep, llc_vs_localization
 from .refine import attention_head_params, attention_modules
 
 __version__ = "0.1.0"
@@ -41,6 +43,9 @@ __all__ = [
     "estimate_llc_potential",
     "estimate_llc_trajectory",
     "TrajectoryResult",
+    "llc_vs_localization",
+    "LocalizationSweep",
+    "LocalizationWarning",
     "estimate_llc_multitemperature",
     "estimate_llc_multitemperature_potential",
     "fit_multitemperature",

@@ -5,14 +5,23 @@ Measurements (each stored in the :class:`~slt_basins.result.Checks` record, a fa
 
 * **gradient at w*** — ‖∇L_n(w*)‖ and the bound nβ²‖∇L_n‖²/γ on the shift of λ̂ that a linear term
   can cause (w* should be a local minimum);
-* **top curvature and step stability** — the largest |eigenvalue| h of the Hessian (power iteration on
-  Hessian-vector products), at w* and at the chains' final positions, turned into the kernel's
-  stability ratio ε·(nβ·h + γ·max G)/c (c = :attr:`Kernel.stability_divisor`, G the diagonal
-  preconditioner). On a Gaussian, a Langevin step inflates the stationary variance of that
-  direction by 1/(1 − ratio) and is unstable at ratio ≥ 1;
+* **top curvature and step stability** — the largest |eigenvalue| h of the Hessian (Lanczos on
+  Hessian-vector products, :func:`top_curvature`), at w* and at the final positions of at most
+  :data:`END_CHAINS` chains (:func:`end_chains`), turned into the kernel's stability ratio
+  ε·(nβ·h + γ·max G)/c (c = :attr:`Kernel.stability_divisor`, G the diagonal preconditioner).
+  On a Gaussian, a Langevin step inflates the stationary variance of that direction by
+  1/(1 − ratio) and is unstable at ratio ≥ 1;
 * **MALA probe** — the Metropolis acceptance probability of fresh Langevin proposals of the kernel
-  from the chains' final positions, with the exact loss: near 1 means a small discretisation bias
+  from the chains' final positions (:func:`mala_probe`): near 1 means a small discretisation bias
   (Lau et al. 2023, arXiv:2308.12108, log it).
+
+Cost. The checks of a model evaluate the loss on one fixed subsample of :func:`check_examples`
+examples, sized so that their nominal cost is :data:`CHECK_SHARE` of the sampling's (counted in
+per-example gradient evaluations), but never fewer than one minibatch; the curvature stops early
+once the Lanczos residual bound is below :data:`CURVATURE_RTOL`. A check on a minibatch-sized
+subsample measures the minibatch loss the sampler itself steps on: its top Hessian eigenvalue is
+on average at least the full-data one (λ_max is convex in H), so the stability check errs towards
+warning. The seconds the checks take are ``Checks.checks_time_s``.
 
 Warning rules: one small function per rule, each reading an :class:`Evidence` record and returning
 the message or None; :func:`warn_all` issues them as :class:`~slt_basins.errors.LLCWarning`.
@@ -26,41 +35,130 @@ import numpy as np
 import torch
 from torch.func import vjp
 
-from .errors import LLCWarning, warn
+from .errors import LLCWarning, LocalizationWarning, warn
 from .result import CheckFailure, Checks
 from .samplers import Hyper, Kernel, langevin_log_accept, langevin_proposal
 
-__all__ = ["top_curvature", "gradient_checks", "step_stability", "mala_probe", "Evidence", "RULES", "warn_all"]
+__all__ = ["top_curvature", "lanczos_top", "Curvature", "check_examples", "end_chains", "gradient_checks",
+           "step_stability", "mala_probe", "Evidence", "RULES", "warn_all"]
 
-POWER_ITERATIONS = 20
-MALA_PROPOSALS = 8
+CURVATURE_ITERATIONS = 10  # at most this many Hessian-vector products per point (Lanczos steps)
+CURVATURE_RTOL = 0.03  # ... fewer once the residual bound on the top Ritz value is below this fraction of it
+END_CHAINS = 4  # the curvature at the end of the run is measured at most at this many chains' final positions
+MALA_PROPOSALS = 8  # fresh Langevin proposals per chain in the MALA probe
+CHECK_SHARE = 0.05  # the checks' nominal cost as a fraction of the sampling's (per-example gradient evaluations)
+HVP_COST = 2.0  # a Hessian-vector product costs about this many gradient evaluations (reverse over reverse)
 
 
-def top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, iters: int = POWER_ITERATIONS,
-                  scale: Optional[torch.Tensor] = None) -> float:
+class Curvature(NamedTuple):
+    """A top-|eigenvalue| estimate: ``value`` (the largest |Ritz value|), the ``iterations`` (Hessian-vector
+    products) it took, and ``residual``, the Lanczos bound β_k·|s_k| such that some eigenvalue of the
+    operator lies within ``residual`` of ±``value``."""
+
+    value: float
+    iterations: int
+    residual: float
+
+
+def lanczos_top(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, iters: int = CURVATURE_ITERATIONS,
+                rtol: float = CURVATURE_RTOL) -> Curvature:
+    """Largest |eigenvalue| of the symmetric operator ``hvp`` by at most ``iters`` Lanczos steps from ``v0``.
+
+    Lanczos (Golub & Van Loan, *Matrix Computations*, 4th ed., §10.1) builds the tridiagonal T_k of
+    the operator on the Krylov space of ``v0``; its eigenvalues (Ritz values) lie between the
+    operator's extreme eigenvalues, so the returned max |θ| never exceeds the true max |λ| (a lower
+    bound, up to rounding). It stops early once the residual bound β_k·|s_k| of that Ritz value is at
+    most ``rtol``·|θ| (then an eigenvalue lies within that distance of θ; the error of θ itself is
+    usually of order residual²/gap), or when the Krylov space is exhausted (β_k = 0: exact). Without
+    reorthogonalisation, memory is three vectors; a lost orthogonality only repeats converged values.
+    Returns NaN for a non-finite product and 0.0 when the first product is exactly zero.
+
+    >>> A = torch.diag(torch.tensor([5.0, -9.0, 1.0, 2.0]))
+    >>> c = lanczos_top(lambda v: A @ v, torch.ones(4))
+    >>> round(c.value, 3), c.iterations, c.value <= 9.0, 9.0 - c.value <= c.residual <= 0.03 * c.value
+    (8.997, 3, True, True)
+    >>> round(lanczos_top(lambda v: A @ v, torch.ones(4), rtol=0.0).value, 4)  # 4 steps span the space: exact
+    9.0
+    """
+    v, v_prev, beta = v0 / v0.norm(), torch.zeros_like(v0), 0.0
+    alphas: list = []
+    betas: list = []
+    for k in range(1, iters + 1):
+        w = hvp(v).detach()
+        if not bool(torch.isfinite(w).all()):
+            return Curvature(math.nan, k, math.nan)
+        if k == 1 and not bool(w.any()):
+            return Curvature(0.0, 1, 0.0)
+        alpha = float(torch.dot(w.reshape(-1), v.reshape(-1)))
+        w = w - alpha * v - beta * v_prev
+        alphas.append(alpha)
+        beta_new = float(w.norm())
+        T = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        theta, S = np.linalg.eigh(T)
+        j = int(np.argmax(np.abs(theta)))
+        value, residual = float(abs(theta[j])), beta_new * float(abs(S[-1, j]))
+        if residual <= rtol * value or beta_new <= 64 * torch.finfo(w.dtype).eps * value:
+            break
+        betas.append(beta_new)
+        v_prev, v, beta = v, w / beta_new, beta_new
+    return Curvature(value, k, residual)
+
+
+def top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, iters: int = CURVATURE_ITERATIONS,
+                  scale: Optional[torch.Tensor] = None, rtol: float = CURVATURE_RTOL) -> float:
     """Largest |eigenvalue| of the Hessian H of the loss at ``w`` (of S·H·S with S = diag(``scale``) when
-    given), by ``iters`` steps of power iteration on reverse-over-reverse Hessian-vector products.
+    given), by :func:`lanczos_top` on reverse-over-reverse Hessian-vector products of ``grad_fn``
+    (at most ``iters`` of them; a fixed start vector, so the result is deterministic).
 
-    Units: loss per squared parameter unit. Returns NaN when a product is not finite (the caller
+    Units: loss per squared parameter unit. A lower bound of the true value, within about ``rtol``
+    of an eigenvalue (see :func:`lanczos_top`). Returns NaN when a product is not finite (the caller
     reports it), 0.0 for a loss that is flat to second order.
 
-    >>> float(top_curvature(lambda w: 2 * torch.tensor([3.0, 1.0]) * w, torch.zeros(2)))
+    >>> round(top_curvature(lambda w: 2 * torch.tensor([3.0, 1.0]) * w, torch.zeros(2)), 4)
     6.0
     """
-    _, hvp = vjp(grad_fn, w)
+    _, vjp_fn = vjp(grad_fn, w)
+
+    def hvp(v):
+        hv = vjp_fn(v if scale is None else v * scale)[0]
+        return hv if scale is None else hv * scale
+
     g = torch.Generator(device=w.device).manual_seed(0)
-    v = torch.randn(w.shape, generator=g, device=w.device, dtype=w.dtype)
-    v /= v.norm()
-    lam = 0.0
-    for _ in range(iters):
-        hv = hvp(v if scale is None else v * scale)[0].detach()
-        if scale is not None:
-            hv = hv * scale
-        lam = float(hv.norm())
-        if lam == 0.0 or not math.isfinite(lam):
-            return math.nan if not math.isfinite(lam) else 0.0
-        v = hv / lam
-    return lam
+    v0 = torch.randn(w.shape, generator=g, device=w.device, dtype=w.dtype)
+    return lanczos_top(hvp, v0, iters, rtol).value
+
+
+def check_examples(batch: int, chains: int, steps: int, share: float = CHECK_SHARE) -> int:
+    """Examples for the checks of a model: the most whose nominal cost is ``share`` of the sampling's,
+    and at least one minibatch (``batch``). The caller caps it at n and at the target's maximum.
+
+    Costs are counted in per-example gradient evaluations: sampling takes steps·chains·batch; the
+    checks take, per example of their subsample, HVP_COST·CURVATURE_ITERATIONS Hessian-vector
+    products at each of 1 + min(END_CHAINS, chains) points and 2·MALA_PROPOSALS·chains gradient
+    evaluations of the MALA probe. Early stopping makes the actual share smaller.
+
+    >>> check_examples(batch=32, chains=4, steps=1000), check_examples(batch=32, chains=4, steps=100_000)
+    (39, 3902)
+    """
+    per_example = HVP_COST * CURVATURE_ITERATIONS * (1 + min(END_CHAINS, chains)) + 2 * MALA_PROPOSALS * chains
+    return max(int(batch), int(share * steps * chains * batch / per_example))
+
+
+def end_chains(last_draw: Optional[np.ndarray], alive: np.ndarray, k: int = END_CHAINS) -> np.ndarray:
+    """The (at most ``k``) rows among ``alive`` whose curvature is measured at the end of the run: those
+    with the largest last draw nβ·(L_B(w_t) − L_B(w*)), the chains highest up the loss, where an
+    excursion into a stiffer region shows first (ties and a missing ``last_draw``: the lowest rows).
+    A stiff excursion of an unchecked chain can be missed; ``Checks.stability_end_chains`` lists the
+    checked chains.
+
+    >>> end_chains(np.array([0.1, 3.0, 2.0, 5.0, 4.0, 9.0]), np.array([0, 1, 2, 3, 4]), k=2)
+    array([3, 4])
+    """
+    alive = np.asarray(alive)
+    if last_draw is None or len(alive) <= k:
+        return alive[:k]
+    order = np.argsort(-np.asarray(last_draw)[alive], kind="stable")
+    return np.sort(alive[order[:k]])
 
 
 def gradient_checks(checks: Checks, g: torch.Tensor, nbeta: float, gamma: float, floor: float = 0.0) -> None:
@@ -81,7 +179,7 @@ def stability_ratio(kernel: Kernel, hyper: Hyper, h: float, gmax: float = 1.0) -
     """ε·(nβ·h + γ·gmax)/c, the kernel's stability ratio in a direction of curvature h (dimensionless).
 
     >>> from slt_basins.samplers import SGLD
-    >>> stability_ratio(SGLD, Hyper(1e-2, 1.0, 100.0, torch.zeros(1)), h=3.0)
+    >>> round(stability_ratio(SGLD, Hyper(1e-2, 1.0, 100.0, torch.zeros(1)), h=3.0), 6)
     0.7525
     """
     return hyper.step_size * (hyper.nbeta * h + hyper.localization * gmax) / kernel.stability_divisor
@@ -90,18 +188,41 @@ def stability_ratio(kernel: Kernel, hyper: Hyper, h: float, gmax: float = 1.0) -
 def step_stability(kernel: Kernel, hyper: Hyper, grad_fn, w: torch.Tensor,
                    precond: Optional[torch.Tensor] = None) -> tuple[float, float]:
     """(h, ratio): h the largest |eigenvalue| of G^½·H·G^½ at ``w`` (G the diagonal preconditioner,
-    1 without one) and the stability ratio :func:`stability_ratio` with max G."""
+    1 without one; :func:`top_curvature`, a lower bound within about :data:`CURVATURE_RTOL`) and the
+    stability ratio :func:`stability_ratio` with max G.
+
+    >>> from slt_basins.samplers import SGLD
+    >>> h, r = step_stability(SGLD, Hyper(1e-2, 1.0, 100.0, torch.zeros(2)), lambda w: 6 * w, torch.zeros(2))
+    >>> round(h, 4), round(r, 4)
+    (6.0, 1.5025)
+    """
     h = top_curvature(grad_fn, w, scale=None if precond is None else precond.sqrt())
     gmax = 1.0 if precond is None else float(precond.max())
     return h, stability_ratio(kernel, hyper, h, gmax)
 
 
 def mala_probe(kernel: Kernel, final_w: torch.Tensor, final_state, alive: np.ndarray, hyper: Hyper,
-               loss_and_grad, proposals: int = MALA_PROPOSALS, seed: int = 0) -> Optional[float]:
+               loss_and_grad, proposals: int = MALA_PROPOSALS, seed: int = 0,
+               max_rows: Optional[int] = None) -> Optional[float]:
     """Mean Metropolis acceptance probability (0–1) of ``proposals`` fresh Langevin proposals of the
-    kernel per chain, from the final positions of the ``alive`` chains, with the exact loss given by
-    ``loss_and_grad`` ((rows, d) → (L, ∇L)). For an unadjusted kernel a value near 1 means its
-    discretisation bias is small. None when no chain is alive."""
+    kernel per chain, from the final positions of the ``alive`` chains, with the loss given by
+    ``loss_and_grad`` ((rows, d) → (L, ∇L)), evaluated ``max_rows`` rows at a time (None: all at once).
+    For an unadjusted kernel a value near 1 means its discretisation bias is small. None when no
+    chain is alive.
+
+    Statistical error: the mean of R = proposals·chains acceptance probabilities a_i ∈ [0, 1] has a
+    standard error sd(a)/√R ≤ 0.5/√R over the proposal noise (0.09 for 4 chains × 8; much less near
+    acceptance 1, where sd(a) is small), given the final positions. For a model, ``loss_and_grad``
+    is the loss on the checks' fixed subsample (:func:`check_examples` examples): the probe then
+    tests the step against that loss's own posterior, whose curvature is that of a minibatch loss.
+
+    >>> from slt_basins.samplers import SGLD
+    >>> f = lambda w: (0.5 * (w ** 2).sum(1), w)
+    >>> hy = Hyper(1e-4, 0.0, 10.0, torch.zeros(3))
+    >>> a = mala_probe(SGLD, torch.zeros(2, 3), (torch.zeros(2, 3),), np.array([0, 1]), hy, f, max_rows=5)
+    >>> 0.99 < a <= 1.0
+    True
+    """
     if len(alive) == 0 or final_state is None:
         return None
     idx = torch.as_tensor(alive, device=final_w.device).repeat_interleave(proposals)
@@ -110,12 +231,17 @@ def mala_probe(kernel: Kernel, final_w: torch.Tensor, final_state, alive: np.nda
     h = hyper._replace(adapt=False)
     gen = torch.Generator(device=w.device).manual_seed(seed)
     z = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
+    step = len(idx) if max_rows is None else max(1, int(max_rows))
+    acc = []
     with torch.no_grad():
-        loss, grad_ = loss_and_grad(w)
-        w_new = langevin_proposal(w, grad_, z, h, G)
-        loss_new, grad_new = loss_and_grad(w_new)
-        la = langevin_log_accept(w, loss, grad_, w_new, loss_new, grad_new, h, G)
-    return float(la.clamp(max=0.0).exp().mean())
+        for i in range(0, len(idx), step):
+            sl = slice(i, i + step)
+            Gi = None if G is None else G[sl]
+            loss, grad_ = loss_and_grad(w[sl])
+            w_new = langevin_proposal(w[sl], grad_, z[sl], h, Gi)
+            loss_new, grad_new = loss_and_grad(w_new)
+            acc.append(langevin_log_accept(w[sl], loss, grad_, w_new, loss_new, grad_new, h, Gi).clamp(max=0.0).exp())
+    return float(torch.cat(acc).mean())
 
 
 def measure(checks: Checks, name: str, fn: Callable):
@@ -125,6 +251,89 @@ def measure(checks: Checks, name: str, fn: Callable):
     except Exception as e:  # a check must never cost the run: record the failure instead
         checks.failures.append(CheckFailure.from_exception(name, e))
         return None
+
+
+# --- the localization share ----------------------------------------------------------------------
+
+LOCALIZATION_PROBES, LOCALIZATION_STEPS = 4, 16
+
+
+def curvature_density(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor,
+                      probes: int = LOCALIZATION_PROBES, steps: int = LOCALIZATION_STEPS,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The Hessian's spectral density at ``w`` by stochastic Lanczos quadrature (Ubaru, Chen & Saad
+    2017, SIAM J. Matrix Anal. Appl. 38): Ritz values θ_j and weights τ_j (Σ τ_j = 1) such that
+    tr f(H) ≈ d·Σ_j τ_j·f(θ_j) for smooth f. ``probes`` Rademacher probes × ``steps`` Lanczos steps
+    (fully reorthogonalised), i.e. probes·steps Hessian-vector products.
+
+    >>> theta, tau = curvature_density(lambda w: torch.tensor([4.0, 1.0, 0.0]) * w, torch.zeros(3))
+    >>> round(float(3 * (tau * theta).sum()), 6)   # tr H = 5
+    5.0
+    """
+    _, hvp = vjp(grad_fn, w)
+    d = w.numel()
+    m = max(1, min(int(steps), d))
+    gen = torch.Generator(device=w.device).manual_seed(seed)
+    thetas, taus = [], []
+    for _ in range(probes):
+        q = (torch.randint(0, 2, (d,), generator=gen, device=w.device).to(w.dtype) * 2 - 1) / math.sqrt(d)
+        Q, alphas, betas, q_prev, beta = [q], [], [], torch.zeros_like(q), 0.0
+        for j in range(m):
+            v = hvp(Q[-1])[0].detach()
+            a = float(v @ Q[-1])
+            v = v - a * Q[-1] - beta * q_prev
+            basis = torch.stack(Q)
+            for _ in range(2):  # full reorthogonalisation
+                v = v - basis.T @ (basis @ v)
+            alphas.append(a)
+            beta = float(v.norm())
+            if j == m - 1 or not math.isfinite(beta) or beta <= 1e-10 * (abs(alphas[0]) + 1e-30):
+                break
+            betas.append(beta)
+            q_prev = Q[-1]
+            Q.append(v / beta)
+        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
+        if betas:
+            off = torch.tensor(betas, dtype=torch.float64)
+            T = T + torch.diag(off, 1) + torch.diag(off, -1)
+        theta, U = torch.linalg.eigh(T)
+        thetas.append(theta.numpy())
+        taus.append((U[0] ** 2).numpy() / probes)
+    return np.concatenate(thetas), np.concatenate(taus)
+
+
+def localization_share(theta: np.ndarray, tau: np.ndarray, d: int, nbeta: float, gamma: float) -> tuple[float, float]:
+    """(λ_quad, share) of the quadratic model of the loss at w*: λ_quad = Σ_i ½·nβh_i/(nβh_i + γ) over
+    the Hessian eigenvalues h_i ≥ 0 (from the density θ, τ of :func:`curvature_density`), and
+    share = −d log λ_quad / d log γ = Σ c_i·γ/(nβh_i + γ) / Σ c_i with c_i = ½·nβh_i/(nβh_i + γ): 1 when
+    λ_quad ∝ 1/γ (γ sets the number), 0 when γ plays no part. NaN share when the loss is flat
+    to second order (λ_quad = 0).
+
+    >>> localization_share(np.array([1.0]), np.array([1.0]), d=1, nbeta=100.0, gamma=1.0)  # nβh = 100 ≫ γ
+    (0.49504950495049505, 0.009900990099009901)
+    """
+    h = np.clip(np.asarray(theta, float), 0.0, None)
+    c = 0.5 * nbeta * h / (nbeta * h + gamma) if gamma > 0 else np.where(h > 0, 0.5, 0.0)
+    total = float(np.sum(tau * c))
+    share = float(np.sum(tau * c * gamma / np.maximum(nbeta * h + gamma, 1e-300)) / total) if total > 0 else math.nan
+    return d * total, share
+
+
+def gamma_for_share(theta: np.ndarray, tau: np.ndarray, nbeta: float, target: float = 0.5) -> float:
+    """The γ at which :func:`localization_share` equals ``target`` (bisection on log γ; the share grows
+    with γ). Below it the loss sets most of λ̂.
+
+    >>> round(gamma_for_share(np.array([1.0]), np.array([1.0]), nbeta=100.0), 3)   # nβh = γ
+    100.0
+    """
+    lo, hi = -12.0, 12.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if localization_share(theta, tau, 1, nbeta, 10.0 ** mid)[1] < target:
+            lo = mid
+        else:
+            hi = mid
+    return 10.0 ** (0.5 * (lo + hi))
 
 
 # --- warning rules -------------------------------------------------------------------------------
@@ -258,13 +467,37 @@ def rule_mala(e: Evidence) -> Optional[str]:
     return None
 
 
+LOCALIZATION_SHARE_MAX = 0.5
+
+
+def rule_localization(e: Evidence) -> Optional[str]:
+    """γ, not the loss, sets λ̂: in the quadratic model at w*, more than half of λ̂'s dependence is on γ."""
+    share, quad = e.checks.localization_share, e.checks.quadratic_llc
+    if share is None or not share > LOCALIZATION_SHARE_MAX:
+        return None
+    g50 = e.checks.localization_half
+    return (f"the localization γ = {e.hyper.localization:g} sets this λ̂ rather than the loss: in the quadratic model "
+            f"of the loss at w*, λ_quad = Σ ½·nβh_i/(nβh_i + γ) = {quad:.3g} falls like γ^−{share:.2f} (share "
+            f"{share:.2f} > {LOCALIZATION_SHARE_MAX:g}; 1 means λ̂ ∝ 1/γ), because nβ·h ≲ γ in most of the curvature "
+            f"(nβ·h_max = {e.hyper.nbeta * (e.checks.hessian_max_abs_eig or math.nan):.3g}). λ̂ then measures the "
+            "loss's curvature divided by γ as much as the basin's degeneracy. Lower γ"
+            + (f" (the share falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g})" if g50 else "")
+            + " with a step size small enough for it, or report λ̂ as a function of γ "
+            "(slt_basins.llc_vs_localization).")
+
+
 RULES = (rule_diverged, rule_rhat, rule_negative, rule_above_half_d, rule_gradient, rule_stability_start,
-         rule_stability_end, rule_curvature_nan, rule_mala)
+         rule_stability_end, rule_curvature_nan, rule_mala, rule_localization)
+CATEGORY = {rule_localization: LocalizationWarning}  # rules whose warning is a subclass of LLCWarning
 
 
 def warn_all(e: Evidence) -> list[str]:
-    """Issue every rule's message as an :class:`~slt_basins.errors.LLCWarning`; return the messages."""
-    out = [m for m in (rule(e) for rule in RULES) if m]
-    for m in out:
-        warn(m, LLCWarning)
+    """Issue every rule's message as an :class:`~slt_basins.errors.LLCWarning` (or the subclass in
+    :data:`CATEGORY`); return the messages."""
+    out = []
+    for rule in RULES:
+        m = rule(e)
+        if m:
+            warn(m, CATEGORY.get(rule, LLCWarning))
+            out.append(m)
     return out

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import diagnostics
 
-__all__ = ["LLCResult", "Checks", "CheckFailure"]
+__all__ = ["LLCResult", "Checks", "CheckFailure", "ObservedLLC"]
 
 
 class CheckFailure(NamedTuple):
@@ -58,16 +58,27 @@ class Checks:
         grad_bias_bound: nβ²·‖∇L_n(w*)‖²/γ, the largest shift of λ̂ the linear term can cause
             (dimensionless, λ units; inf at γ = 0 with a non-zero gradient).
         hessian_max_abs_eig: h_max, the largest |eigenvalue| of the Hessian of L_n at w* (loss units
-            per squared parameter unit), by power iteration on a subsample of the data.
+            per squared parameter unit), by Lanczos on a subsample of the data (a lower bound, stopped
+            once an eigenvalue lies within 3 % of it; :func:`slt_basins.checks.top_curvature`).
         step_stability: the kernel's stability ratio ε·(nβ·h_max + γ)/c at w* (dimensionless; ≥ 1
             is unstable, c = ``Kernel.stability_divisor``).
-        hessian_max_abs_eig_end, step_stability_end: the same at the chains' final positions (the
-            largest over non-diverged chains).
+        hessian_max_abs_eig_end, step_stability_end: the same at the final positions of the
+            chains in ``stability_end_chains`` (the largest over them).
+        stability_end_chains: the ids of the (at most 4, non-diverged) chains whose final position
+            was checked (:func:`slt_basins.checks.end_chains`); a stiff excursion of another chain
+            can be missed.
         mala_accept: mean Metropolis acceptance probability (0–1): MALA's own, or that of fresh
             Langevin proposals of an unadjusted kernel from the chains' final positions.
         r_hat: rank-normalised split R-hat of the per-draw LLC (≥ 2 chains).
         ess_bulk: bulk effective sample size of the per-draw LLC (draws).
         wall_time_s: seconds spent in the chain loop (the checks excluded).
+        checks_time_s: seconds spent in the checks around it (curvature at w* and at the chains' ends,
+            MALA probe; the gradient at w* comes from the target's full-data pass at build, not counted).
+        quadratic_llc: Σ ½·nβh_i/(nβh_i + γ) over the Hessian spectrum at w* (stochastic Lanczos
+            quadrature): λ̂ of the quadratic model of the loss at this γ (dimensionless).
+        localization_share: −d log(quadratic_llc)/d log γ, from 0 (the loss sets λ̂) to 1 (λ̂ ∝ 1/γ, γ
+            sets it); above 0.5 a :class:`~slt_basins.errors.LocalizationWarning` is issued.
+        localization_half: the γ at which that share is 0.5 (same units as γ).
         diverged_at_step: chain id → step (burn-in included) at which that chain was stopped.
         resumed_from_step: the step a checkpoint was resumed from, or None.
         calibration: for ``step_size="auto"``, the calibration summary (chosen ε, reason, rules, table).
@@ -82,7 +93,7 @@ class Checks:
     >>> c["rhat"]
     Traceback (most recent call last):
     ...
-    KeyError: "no check named 'rhat'; the checks are grad_norm, grad_bias_bound, hessian_max_abs_eig, step_stability, hessian_max_abs_eig_end, step_stability_end, mala_accept, r_hat, ess_bulk, wall_time_s, diverged_at_step, resumed_from_step, calibration, failures"
+    KeyError: "no check named 'rhat'; the checks are grad_norm, grad_bias_bound, hessian_max_abs_eig, step_stability, hessian_max_abs_eig_end, step_stability_end, stability_end_chains, mala_accept, r_hat, ess_bulk, wall_time_s, checks_time_s, quadratic_llc, localization_share, localization_half, diverged_at_step, resumed_from_step, calibration, failures"
     """
 
     grad_norm: Optional[float] = None
@@ -91,10 +102,15 @@ class Checks:
     step_stability: Optional[float] = None
     hessian_max_abs_eig_end: Optional[float] = None
     step_stability_end: Optional[float] = None
+    stability_end_chains: Optional[list] = None
     mala_accept: Optional[float] = None
     r_hat: Optional[float] = None
     ess_bulk: Optional[float] = None
     wall_time_s: Optional[float] = None
+    checks_time_s: Optional[float] = None
+    quadratic_llc: Optional[float] = None
+    localization_share: Optional[float] = None
+    localization_half: Optional[float] = None
     diverged_at_step: dict = field(default_factory=dict)
     resumed_from_step: Optional[int] = None
     calibration: Optional[dict] = None
@@ -162,6 +178,38 @@ class Checks:
 
 
 @dataclass
+class ObservedLLC:
+    """The data-refined LLC of one observed dataset, from the same chains as the main estimate.
+
+    λ̂_obs = nβ·(E_w[L_obs(w)] − L_obs(w*)), where the expectation is over the posterior sampled with
+    the *main* data, and nβ is the main run's (the chains' temperature); L_obs is the same loss on the
+    observed dataset, evaluated on its own minibatches and paired with its own baseline at w*
+    (Wang, Farrugia-Roberts, Hoogland, Carroll, Wei, Murfet 2024, arXiv:2410.02984).
+
+    Attributes:
+        llc_mean, mcse: λ̂_obs and its ArviZ MCSE (dimensionless).
+        llc_trace, loss_trace: ``(chains, draws)`` per-draw values nβ·(L_obs,B(w_t) − L_obs,B(w*)) and
+            L_obs,B(w_t) (loss units), for the chains kept in the main estimate.
+        init_loss: L_obs(w*) on the whole observed dataset.
+        n: its number of examples.
+
+    >>> o = ObservedLLC(1.5, 0.1, np.ones((2, 4)), np.zeros((2, 4)), 0.0, 10)
+    >>> str(o)
+    'λ̂_obs = 1.5 ± 0.1 (MCSE; n_obs = 10)'
+    """
+
+    llc_mean: float
+    mcse: float
+    llc_trace: np.ndarray
+    loss_trace: np.ndarray
+    init_loss: float
+    n: int
+
+    def __str__(self) -> str:
+        return f"λ̂_obs = {self.llc_mean:.4g} ± {self.mcse:.2g} (MCSE; n_obs = {self.n})"
+
+
+@dataclass
 class LLCResult:
     """Outcome of :func:`slt_basins.estimate_llc` or :func:`slt_basins.estimate_llc_potential`.
 
@@ -184,6 +232,8 @@ class LLCResult:
         chain_ids: chain index of each row of the traces.
         config: the settings of the run (sampler, ε, γ, n, d, batch size, seed, ...).
         checks: the measured diagnostics, a :class:`Checks` record.
+        observed: name → :class:`ObservedLLC` of each dataset passed as ``observe=`` (data-refined
+            LLCs from the same chains); empty without ``observe``.
 
     Example (a result built by hand; the estimators build it from their chains):
         >>> import os, tempfile
@@ -214,6 +264,7 @@ class LLCResult:
     chain_ids: list
     config: dict = field(default_factory=dict)
     checks: Checks = field(default_factory=Checks)
+    observed: dict = field(default_factory=dict)
 
     # -- presentation ------------------------------------------------------------------------------
     @property
@@ -297,9 +348,13 @@ class LLCResult:
             "llc_mean": self.llc_mean, "llc_std": self.llc_std, "mcse": self.mcse,
             "init_loss": self.init_loss, "nbeta": self.nbeta, "diverged": list(map(int, self.diverged)),
             "chain_ids": list(map(int, self.chain_ids)), "config": self.config, "checks": self.checks.as_dict(),
+            "observed": {k: dict(llc_mean=o.llc_mean, mcse=o.mcse, init_loss=o.init_loss, n=o.n)
+                         for k, o in self.observed.items()},
         }
+        arrays = {f"observed_{kind}_{i}": getattr(o, f"{kind}_trace") for i, o in enumerate(self.observed.values())
+                  for kind in ("llc", "loss")}
         np.savez(path, llc_per_chain=self.llc_per_chain, loss_trace=self.loss_trace,
-                 llc_trace=self.llc_trace, meta=np.array(json.dumps(meta, default=_json_default)))
+                 llc_trace=self.llc_trace, meta=np.array(json.dumps(meta, default=_json_default)), **arrays)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LLCResult":
@@ -307,6 +362,8 @@ class LLCResult:
         with np.load(path, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
             meta["checks"] = Checks.from_dict(meta.get("checks", {}))
+            meta["observed"] = {k: ObservedLLC(llc_trace=f[f"observed_llc_{i}"], loss_trace=f[f"observed_loss_{i}"], **o)
+                                for i, (k, o) in enumerate(meta.get("observed", {}).items())}
             return cls(llc_per_chain=f["llc_per_chain"], loss_trace=f["loss_trace"],
                        llc_trace=f["llc_trace"], **meta)
 

@@ -10,6 +10,11 @@ The estimate (Lau et al. 2023, arXiv:2308.12108) is
     λ̂ = nβ · (mean over post-burn-in draws and non-diverged chains of L_B(w_t) − L_B(w*)),
 
 with its Monte Carlo standard error from ArviZ (autocorrelation-aware, across chains).
+
+The checks around the chain loop (:mod:`slt_basins.checks`: curvature at w* before it; after it the
+curvature at the ends of at most four chains and the MALA probe) evaluate a model's loss on a fixed
+subsample sized to cost about :data:`slt_basins.checks.CHECK_SHARE` of the loop; their seconds are
+``checks.checks_time_s`` and the subsample size is ``config["check_examples"]``.
 """
 from __future__ import annotations
 
@@ -26,8 +31,9 @@ from . import distributed as _dist
 from .chains import ChainRun, run_chains
 from .errors import LLCWarning, SamplerDivergedError, warn
 from .options import LLCOptions, default_divergence_bound, default_nbeta
-from .result import Checks, LLCResult
+from .result import Checks, LLCResult, ObservedLLC
 from .samplers import Hyper, Kernel
+from .targets import CHECK_EXAMPLES
 
 __all__ = ["sample", "Plan", "plan"]
 
@@ -66,11 +72,21 @@ def plan(target, opts: LLCOptions) -> Plan:
     return Plan(opts.kernel, hyper, bound, ctx, ids, path)
 
 
-def _pre_run(target, p: Plan, opts: LLCOptions, checks: Checks):
+def _check_examples(target, opts: LLCOptions) -> Optional[int]:
+    """The size of the checks' subsample for a model (None for a potential): :func:`checks.check_examples`
+    for this run's steps, chains and batch, capped at n and :data:`~slt_basins.targets.CHECK_EXAMPLES`."""
+    if target.n is None:
+        return None
+    m = _checks.check_examples(target.batch_size or target.n, opts.num_chains, opts.num_burnin + opts.num_draws)
+    return min(target.n, CHECK_EXAMPLES, m)
+
+
+def _pre_run(target, p: Plan, opts: LLCOptions, checks: Checks, m: Optional[int]):
     """Gradient at w* and (unpreconditioned kernels) the stability at w*; the check functions or None."""
     fns = None
     if opts.check_stability and p.kernel.stability_divisor is not None:
-        fns = _checks.measure(checks, "stability", lambda: target.check_fns(opts.seed))
+        fns = _checks.measure(checks, "stability", lambda: target.check_fns(opts.seed) if m is None
+                              else target.check_fns(opts.seed, examples=m))
     if fns is not None and p.kernel.preconditioner is None:
         hr = _checks.measure(checks, "stability",
                              lambda: _checks.step_stability(p.kernel, p.hyper, fns[0], p.hyper.w_star))
@@ -78,22 +94,40 @@ def _pre_run(target, p: Plan, opts: LLCOptions, checks: Checks):
             fns = None
         else:
             checks.hessian_max_abs_eig, checks.step_stability = hr
+    if fns is not None and p.hyper.localization > 0:
+        _localization(fns[0], p, checks, opts.seed)
     h = checks.hessian_max_abs_eig
     floor = target.rounding_floor(h if h is not None and math.isfinite(h) else 1.0)
     _checks.gradient_checks(checks, target.grad_star, p.hyper.nbeta, p.hyper.localization, floor)
     return fns
 
 
-def _end_stability(p: Plan, run: ChainRun, grad_fn, checks: Checks) -> list:
-    """(h, ratio) at every non-diverged chain's final position (this rank's chains)."""
+def _localization(grad_fn, p: Plan, checks: Checks, seed: int) -> None:
+    """The quadratic model's λ̂ and the share of it that γ sets, from the Hessian density at w*."""
+    dens = _checks.measure(checks, "localization", lambda: _checks.curvature_density(grad_fn, p.hyper.w_star,
+                                                                                       seed=seed))
+    if dens is None or not np.isfinite(dens[0]).all():
+        return
+    d, nb, g = p.hyper.w_star.numel(), p.hyper.nbeta, p.hyper.localization
+    checks.quadratic_llc, checks.localization_share = _checks.localization_share(*dens, d, nb, g)
+    if math.isfinite(checks.localization_share):
+        checks.localization_half = _checks.gamma_for_share(*dens, nb)
+
+
+def _end_stability(p: Plan, run: ChainRun, grad_fn, checks: Checks, chain_ids: list) -> None:
+    """(h, ratio) at the final positions of at most :data:`checks.END_CHAINS` non-diverged chains
+    (:func:`checks.end_chains`); the largest ratio is recorded, with the chains checked."""
     alive = np.flatnonzero(run.diverged_at < 0)
     if grad_fn is None or not len(alive):
-        return []
+        return
+    rows = _checks.end_chains(run.llc[:, -1] if run.llc.shape[1] else None, alive)
     pre = p.kernel.preconditioner(run.final_state) if p.kernel.preconditioner is not None else None
     ends = _checks.measure(checks, "stability", lambda: [
         _checks.step_stability(p.kernel, p.hyper, grad_fn, run.final_w[i], None if pre is None else pre[i])
-        for i in alive])
-    return ends or []
+        for i in rows])
+    if ends:
+        checks.hessian_max_abs_eig_end, checks.step_stability_end = max(ends, key=lambda e: e[1])
+        checks.stability_end_chains = [int(chain_ids[i]) for i in rows]
 
 
 def sample(target, opts: LLCOptions) -> LLCResult:
@@ -120,41 +154,62 @@ def _sample(target, opts: LLCOptions) -> LLCResult:
     with _dist.quiet_unless_rank0(p.dist):
         if hasattr(target, "check_vectorized"):
             target.check_vectorized(opts.num_chains)
-    fns = _pre_run(target, p, opts, checks)
     t0 = time.perf_counter()
+    m = _check_examples(target, opts)
+    fns = _pre_run(target, p, opts, checks, m)
+    t1 = time.perf_counter()
     run = run_chains(p.kernel, target, p.hyper, p.chain_ids, num_burnin=opts.num_burnin, num_draws=opts.num_draws,
                      seed=opts.seed, divergence_bound=p.divergence_bound,
                      progress=opts.progress and (p.dist is None or p.dist.rank == 0), desc=p.kernel.name.upper(),
                      chain_group=opts.chain_group, checkpoint=p.checkpoint, checkpoint_every=opts.every,
                      fingerprint={k: v for k, v in target.describe().items() if k in _FINGERPRINT_KEYS},
-                     sync=None if p.dist is None else _dist.RankSync(p.dist))
-    wall = time.perf_counter() - t0
-    ends = _end_stability(p, run, None if fns is None else fns[0], checks)
-    chain_ids = p.chain_ids
+                     sync=None if p.dist is None else _dist.RankSync(p.dist),
+                     observe=getattr(target, "observers", None) or None)
+    t2 = time.perf_counter()
+    wall, chain_ids = t2 - t1, p.chain_ids
     if p.dist is not None and not run.interrupted:
-        run, extras = _dist.gather_run(run, (ends, list(checks.failures), wall), p.dist)
-        ends = [e for x in extras for e in x[0]]
-        checks.failures = list({f: None for x in extras for f in x[1]})
-        wall, chain_ids = max(x[2] for x in extras), list(range(opts.num_chains))
+        run, extras = _dist.gather_run(run, (list(checks.failures), wall), p.dist)
+        checks.failures = list({f: None for x in extras for f in x[0]})
+        wall, chain_ids = max(x[1] for x in extras), list(range(opts.num_chains))
+    t3 = time.perf_counter()
     checks.wall_time_s, checks.resumed_from_step = wall, run.resumed_from
-    if ends:
-        checks.hessian_max_abs_eig_end, checks.step_stability_end = max(ends, key=lambda e: e[1])
-    _acceptance(p, run, fns, checks, opts.seed)
+    _end_stability(p, run, None if fns is None else fns[0], checks, chain_ids)
+    # the probe evaluates at most as many examples at once as one sampling step does
+    rows = None if m is None else max(1, opts.num_chains * (target.batch_size or target.n) // m)
+    _acceptance(p, run, fns, checks, opts.seed, rows)
+    checks.checks_time_s = (t1 - t0) + (time.perf_counter() - t3)
     config = dict(opts.as_dict(), **target.describe(), nbeta=p.hyper.nbeta, chain_ids=chain_ids,
-                  divergence_bound=p.divergence_bound)
+                  divergence_bound=p.divergence_bound, check_examples=m)
     if p.dist is not None:
         config["world_size"] = p.dist.world_size
     with _dist.quiet_unless_rank0(p.dist):
-        return summarize(run, p, config, checks, target.init_loss)
+        result = summarize(run, p, config, checks, target.init_loss)
+    result.observed = _observed(run, getattr(target, "observers", None) or {})
+    return result
 
 
-def _acceptance(p: Plan, run: ChainRun, fns, checks: Checks, seed: int) -> None:
+def _observed(run: ChainRun, observers: dict) -> dict:
+    """The data-refined LLC of each observed dataset, over the chains kept in the main estimate."""
+    ok = run.diverged_at < 0
+    out = {}
+    for i, (name, t) in enumerate(observers.items()):
+        llc_tr, loss_tr = run.observed["llc"][i][ok], run.observed["loss"][i][ok]
+        mean, mcse = float(llc_tr.mean()), diagnostics.mcse_mean(llc_tr)
+        if not (math.isfinite(mean) and math.isfinite(mcse)):
+            warn(f"the observed dataset {name!r} gave a non-finite loss at some draws, so its λ̂_obs is not finite: "
+                 "check that the model's loss on it is finite near w*.", LLCWarning)
+        out[name] = ObservedLLC(mean, mcse, llc_tr, loss_tr, t.init_loss, t.n)
+    return out
+
+
+def _acceptance(p: Plan, run: ChainRun, fns, checks: Checks, seed: int, max_rows: Optional[int]) -> None:
+    """MALA's own acceptance, or the MALA probe of a Langevin kernel (``max_rows`` proposals per evaluation)."""
     alive = np.flatnonzero(run.diverged_at < 0)
     if run.accept is not None:
         checks.mala_accept = float(run.accept[alive].mean()) if len(alive) else None
     elif fns is not None and p.kernel.langevin:
         checks.mala_accept = _checks.measure(checks, "mala_probe", lambda: _checks.mala_probe(
-            p.kernel, run.final_w, run.final_state, alive, p.hyper, fns[1], seed=seed))
+            p.kernel, run.final_w, run.final_state, alive, p.hyper, fns[1], seed=seed, max_rows=max_rows))
 
 
 def _interrupted_note(run: ChainRun, config: dict) -> str:

@@ -24,7 +24,7 @@ from .options import LLCOptions
 
 __all__ = ["PotentialTarget", "ModelTarget", "VmapFallbackWarning", "CHECK_EXAMPLES"]
 
-CHECK_EXAMPLES = 2048  # the pre- and post-run checks of a model evaluate the loss on at most this many examples
+CHECK_EXAMPLES = 2048  # the checks of a model evaluate the loss on at most this many examples (fewer: checks.check_examples)
 
 
 def _rounding_floor(w: torch.Tensor, h: float = 1.0) -> float:
@@ -280,11 +280,12 @@ class ModelTarget:
         :func:`attention_for_vmap`); the sampling tail runs the chains inside it."""
         return attention_for_vmap(self.fm.model)
 
-    def check_fns(self, seed: int = 0):
-        """The functions the checks evaluate, on a fixed subsample of at most :data:`CHECK_EXAMPLES`
-        examples drawn with ``seed``: w ↦ ∇L(w) for one (d,) point (differentiable by torch.func), and
-        (rows, d) ↦ (L, ∇L)."""
-        m = min(self.n, CHECK_EXAMPLES)
+    def check_fns(self, seed: int = 0, examples: Optional[int] = None):
+        """The functions the checks evaluate, on a fixed subsample of min(n, ``examples``,
+        :data:`CHECK_EXAMPLES`) examples drawn without replacement with ``seed`` (``examples=None``:
+        the most allowed; the run passes :func:`slt_basins.checks.check_examples`): w ↦ ∇L(w) for one
+        (d,) point (differentiable by torch.func), and (rows, d) ↦ (L, ∇L)."""
+        m = min(self.n, CHECK_EXAMPLES, CHECK_EXAMPLES if examples is None else max(1, int(examples)))
         idx = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))[:m].to(self.w_star.device)
         sub = self.data.take(idx)
         grad_fn = grad(lambda w: self._loss_one(w, sub))
@@ -294,7 +295,7 @@ class ModelTarget:
         """Facts about the target for the result's ``config``."""
         paired = "full batch" if self.batch_size is None else (
             "per-example cache" if self.per_sample is not None else "forward pass")
-        return dict(kind="model", params=list(self.fm.names) if self.restricted else None, n=self.n, d=self.d,
+        return dict(kind="model", params=list(self.fm.selection) if self.restricted else None, n=self.n, d=self.d,
                     loss=self.loss_name, batch_size=self.batch_size, vectorized=self.vectorized,
                     device=str(self.w_star.device), dtype=str(self.w_star.dtype), paired_baseline=paired)
 
@@ -312,6 +313,22 @@ class ModelTarget:
         if batch is None:
             return torch.stack([self._loss_one(w[c], self.data.batch) for c in range(w.shape[0])])
         return torch.stack([self._loss_one(w[c], self.data.take(b)) for c, b in enumerate(batch)])
+
+    def losses(self, w: torch.Tensor, batch: Optional[torch.Tensor]) -> torch.Tensor:
+        """L_B(w) per chain, without a gradient (``batch`` as in :meth:`loss_and_grad`)."""
+        with torch.no_grad():
+            return self._losses(w, batch)
+
+    def with_data(self, data: Any, loss) -> "ModelTarget":
+        """The same model, sampled parameters, loss (or ``evaluate``) and minibatch size on other
+        ``data``: an observed dataset of a data-refined LLC. ``loss`` is resolved against that data."""
+        tdata = as_data(data, device=self.w_star.device, dtype=self.w_star.dtype)
+        with attention_for_vmap(self.fm.model):
+            spec, tdata = (None, tdata) if self.evaluate is not None else _probe_loss(self.fm, tdata, loss)
+            other = ModelTarget(self.fm, tdata, spec, self.batch_size, vectorize=self.vectorized,
+                                evaluate=self.evaluate)
+        other.restricted = self.restricted
+        return other
 
     def loss_and_grad(self, w: torch.Tensor, batch: Optional[torch.Tensor]):
         """``(L_B(w), ∇L_B(w))`` per chain; ``batch`` is ``(chains, b)`` example indices, or None
