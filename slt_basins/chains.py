@@ -255,6 +255,7 @@ class ChainRun:
     steps_done: int
     final_w: torch.Tensor
     interrupted: bool = False
+    stopped_early: bool = False
     accept: Optional[np.ndarray] = None
     final_state: Optional[tuple] = None
     resumed_from: Optional[int] = None
@@ -351,6 +352,7 @@ class LoopState:
     obs_loss_tr: Optional[torch.Tensor] = None  # (datasets, chains, num_draws): observed losses ...
     obs_llc_tr: Optional[torch.Tensor] = None  # ... and their draws nβ·(L_obs(w_t) − L_obs(w*))
     obs_streams: Optional[list] = None  # the observed datasets' stream states, in a snapshot only
+    last_loss: Optional[torch.Tensor] = None  # (chains,) L_B at the last step's starting point
 
     @classmethod
     def start(cls, kernel: Kernel, target: "Target", hyper: Hyper, chains: int, num_draws: int) -> "LoopState":
@@ -366,6 +368,13 @@ class LoopState:
     def kept(self, num_burnin: int) -> int:
         """Post-burn-in draws taken so far."""
         return max(0, min(self.loss_tr.shape[1], self.t - num_burnin))
+
+    def running_llc(self, num_burnin: int) -> Optional[float]:
+        """λ̂ so far: the mean draw over the post-burn-in steps taken and the chains alive (None before)."""
+        kept = self.kept(num_burnin)
+        if kept == 0 or not bool(self.alive.any()):
+            return None
+        return float(self.llc_tr[self.alive, :kept].mean())
 
     def observe(self, observed: "Observed", num_draws: int) -> None:
         """Allocate the traces of ``observed`` datasets (call once, before the first step)."""
@@ -433,6 +442,7 @@ class LoopState:
             new_state, loss, acc = kernel.step(self.state, lambda w, b=batch: target.loss_and_grad(w, b), noise[j],
                                                hyper if self.t < num_burnin else hyper_draw)
             draw = (loss - target.baseline(batch)) * hyper.nbeta
+            self.last_loss = loss
             ok = torch.isfinite(draw) & (draw.abs() <= divergence_bound) & torch.isfinite(new_state[0]).all(dim=1)
             self.diverged_at = torch.where(self.alive & ~ok, self.t, self.diverged_at)
             self.alive = self.alive & ok
@@ -501,7 +511,8 @@ def run_chains(
         sync: early-stop policy (default :class:`LocalSync`); distributed runs pass a
             :class:`slt_basins.distributed.RankSync` so that all ranks stop at the same step.
         on_block: called as ``on_block(t, loop)`` after every block (after any checkpoint of that
-            block) with the step count and the :class:`LoopState` (read it, don't modify it).
+            block) with the step count and the :class:`LoopState` (read it, don't modify it); a true
+            return value stops the loop there (``ChainRun.stopped_early``).
         observe: ``{name: target}`` of extra datasets whose loss is recorded at every draw (see
             :class:`Observed`); their traces come back in ``ChainRun.observed``.
 
@@ -523,7 +534,7 @@ def run_chains(
     loop = LoopState.start(kernel, target, hyper, chains, num_draws)
     observed = Observed(observe or {}, seed, chain_ids, hyper.w_star.device, hyper.w_star.dtype)
     loop.observe(observed, num_draws)
-    interrupted, resumed_from, fp, saved_t = False, None, None, None
+    interrupted, stopped, resumed_from, fp, saved_t = False, False, None, None, None
     if checkpoint is not None:
         checkpoint = os.fspath(checkpoint)
         fp = ckpt.fingerprint(sampler=kernel.name, seed=seed, chain_ids=chain_ids, step_size=hyper.step_size,
@@ -550,8 +561,12 @@ def run_chains(
                     ckpt.save(checkpoint, snap.payload(fp, num_burnin))
                     saved_t = loop.t
             bar.update(k)
-            if on_block is not None:
-                on_block(loop.t, loop)
+            if progress:
+                running = loop.running_llc(num_burnin)
+                bar.set_postfix_str("burn-in" if running is None else f"λ̂ ≈ {running:.4g}")
+            if on_block is not None and on_block(loop.t, loop):
+                stopped = True
+                break
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -559,5 +574,5 @@ def run_chains(
     if checkpoint is not None and (snap.t > saved_t or not os.path.exists(checkpoint)):
         ckpt.save(checkpoint, snap.payload(fp, num_burnin))
         saved_t = snap.t
-    return loop.result(num_burnin, interrupted=interrupted, resumed_from=resumed_from, checkpoint_path=checkpoint,
-                       checkpoint_step=saved_t)
+    return loop.result(num_burnin, interrupted=interrupted, stopped_early=stopped, resumed_from=resumed_from,
+                       checkpoint_path=checkpoint, checkpoint_step=saved_t)

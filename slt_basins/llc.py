@@ -63,6 +63,7 @@ def estimate_llc(
     chain_group: Optional[int] = None,
     checkpoint: Optional[Union[str, os.PathLike]] = None,
     checkpoint_every: Optional[int] = None,
+    callback: Optional[Callable] = None,
     evaluate: Optional[Callable[[Callable, Any], torch.Tensor]] = None,
     observe: Optional[dict] = None,
 ) -> LLCResult:
@@ -170,6 +171,10 @@ def estimate_llc(
             rerun with the same number of processes to resume (also after one rank was killed).
         checkpoint_every: steps (burn-in included) between checkpoints; default 1000. Each save
             writes the traces so far: 2 × chains × draws numbers in the model's dtype.
+        callback: a function called after every block of (at most 200) steps with a
+            :class:`slt_basins.sampling.BlockInfo` (step, per-chain losses, running λ̂, alive chains), e.g. to
+            log to an experiment tracker; returning True stops sampling there (the result keeps the draws so
+            far, with a warning). The progress bar shows the running λ̂ too.
         evaluate: instead of ``loss``, a callable ``(model, batch) -> mean loss`` for anything else
             (devinterp's convention): ``model`` is called like your module (at the chain's parameters,
             inside ``torch.func.vmap``), ``batch`` is what the data holds (a tuple or dict of tensors,
@@ -206,7 +211,7 @@ def estimate_llc(
         localization=localization, nbeta=nbeta, batch_size=batch_size, sampler=sampler, params=params, seed=seed,
         device=device, divergence_bound=divergence_bound, check_stability=check_stability, vectorize=vectorize,
         progress=progress, distributed=distributed, chain_group=chain_group, checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every)
+        checkpoint_every=checkpoint_every, callback=callback)
     target = ModelTarget.build(model, data, loss, opts, evaluate=evaluate)
     target.observers = _observers(target, observe, loss, opts)
     return _run(target, opts)
@@ -253,6 +258,7 @@ def estimate_llc_potential(
     chain_group: Optional[int] = None,
     checkpoint: Optional[Union[str, os.PathLike]] = None,
     checkpoint_every: Optional[int] = None,
+    callback: Optional[Callable] = None,
 ) -> LLCResult:
     """Estimate the LLC of a loss K(w) given directly, at w*: λ̂ = nβ·(E[K(w)] − K(w*)).
 
@@ -272,7 +278,7 @@ def estimate_llc_potential(
             ``step_size="auto"`` calibrates ε first, as in :func:`estimate_llc`.
         divergence_bound: a chain stops when |nβ·(K(w_t) − K(w*))| exceeds it; default 10·d + 100
             (λ ≤ d/2, so honest draws stay far below it).
-        distributed, chain_group, checkpoint, checkpoint_every: as in :func:`estimate_llc` (the
+        distributed, chain_group, checkpoint, checkpoint_every, callback: as in :func:`estimate_llc` (the
             potential must run on each rank's device).
 
     Example:
@@ -285,5 +291,6 @@ def estimate_llc_potential(
         num_chains=num_chains, num_draws=num_draws, num_burnin=num_burnin, step_size=step_size,
         localization=localization, nbeta=nbeta, sampler=sampler, seed=seed, device=device,
         divergence_bound=divergence_bound, check_stability=check_stability, progress=progress,
-        distributed=distributed, chain_group=chain_group, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+        distributed=distributed, chain_group=chain_group, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+        callback=callback)
     return _run(PotentialTarget.build(potential, w_star, opts), opts)

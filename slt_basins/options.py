@@ -105,6 +105,7 @@ class LLCOptions:
     params: Union[None, str, Iterable[str], Callable[[str], bool], dict] = None
     device: Any = None
     vectorize: bool = True
+    callback: Optional[Callable] = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen: normalise in place once)
@@ -128,6 +129,11 @@ class LLCOptions:
                 raise TypeError(f"{flag} must be True or False; got {getattr(self, flag)!r}.")
         if self.batch_size is not None:
             set_("batch_size", check_count("batch_size", self.batch_size, 1))
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be a function of a slt_basins.sampling.BlockInfo; got {self.callback!r}.")
+        if self.callback is not None and self.distributed:
+            raise ValueError("callback= is not supported with distributed=True (each process would stop on its "
+                             "own); log from one process without it.")
         self._check_scale()
 
     def _check_scale(self) -> None:
@@ -176,6 +182,7 @@ class LLCOptions:
         elif params is not None and not isinstance(params, (list, tuple, str)):
             out["params"] = repr(params)
         out["device"] = None if self.device is None else str(self.device)
+        out["callback"] = None if self.callback is None else getattr(self.callback, "__name__", repr(self.callback))
         return out
 
 

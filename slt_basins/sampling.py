@@ -35,7 +35,45 @@ from .result import Checks, LLCResult, ObservedLLC
 from .samplers import Hyper, Kernel
 from .targets import CHECK_EXAMPLES
 
-__all__ = ["sample", "Plan", "plan"]
+__all__ = ["sample", "Plan", "plan", "BlockInfo"]
+
+
+class BlockInfo(NamedTuple):
+    """What ``callback=`` receives after every block of steps (at most 200 steps).
+
+    Attributes:
+        step: steps taken so far per chain, burn-in included.
+        total: burn-in plus draws.
+        num_burnin: the burn-in steps (draws count from there).
+        losses: ``(chains,)`` numpy array, the minibatch loss L_B of each chain at the block's last step
+            (loss units; diverged chains keep their last finite value).
+        llc: the running λ̂, mean draw nβ·(L_B(w_t) − L_B(w*)) over the draws so far and the chains
+            alive; None during burn-in.
+        alive: ``(chains,)`` bool numpy array, the chains not stopped for divergence.
+
+    Return True from the callback to stop sampling there: the result then uses the draws taken so far
+    (with a warning saying so).
+    """
+
+    step: int
+    total: int
+    num_burnin: int
+    losses: np.ndarray
+    llc: Optional[float]
+    alive: np.ndarray
+
+
+def _hook(opts: LLCOptions):
+    """The chain loop's ``on_block`` for the user's ``callback`` (None without one)."""
+    if opts.callback is None:
+        return None
+    total = opts.num_burnin + opts.num_draws
+
+    def on_block(t, loop):
+        losses = loop.last_loss.detach().cpu().numpy() if loop.last_loss is not None else np.full(len(loop.alive), np.nan)
+        return bool(opts.callback(BlockInfo(t, total, opts.num_burnin, losses, loop.running_llc(opts.num_burnin),
+                                            loop.alive.cpu().numpy())))
+    return on_block
 
 # Facts about the target (from ``describe()``) that a resumed checkpoint must match, beyond those the loop adds.
 _FINGERPRINT_KEYS = ("kind", "loss", "n", "batch_size", "params", "vectorized")
@@ -164,7 +202,7 @@ def _sample(target, opts: LLCOptions) -> LLCResult:
                      chain_group=opts.chain_group, checkpoint=p.checkpoint, checkpoint_every=opts.every,
                      fingerprint={k: v for k, v in target.describe().items() if k in _FINGERPRINT_KEYS},
                      sync=None if p.dist is None else _dist.RankSync(p.dist),
-                     observe=getattr(target, "observers", None) or None)
+                     observe=getattr(target, "observers", None) or None, on_block=_hook(opts))
     t2 = time.perf_counter()
     wall, chain_ids = t2 - t1, p.chain_ids
     if p.dist is not None and not run.interrupted:
@@ -234,6 +272,9 @@ def summarize(run: ChainRun, p: Plan, config: dict, checks: Checks, init_loss: f
     checks.diverged_at_step = {chain_ids[i]: int(run.diverged_at[i]) for i in np.flatnonzero(~ok)}
     if run.interrupted:
         warn(_interrupted_note(run, config), LLCWarning)
+    if run.stopped_early:
+        warn(f"the callback stopped sampling after {run.steps_done} steps; the result uses the {run.llc.shape[1]} "
+             "draws taken so far.", LLCWarning)
     ev = _checks.Evidence(math.nan, math.nan, int(config["d"]), checks, p.kernel, p.hyper, bad, int(ok.sum()),
                           p.divergence_bound)
     if not ok.any():

@@ -105,3 +105,26 @@ def test_bad_checkpoints_get_clear_errors(tmp_path):
         estimate_llc_trajectory([{"weight": torch.zeros(2, 2)}], data, model=model, progress=False, **KW)
     with pytest.raises(TypeError, match="sequence"):
         estimate_llc_trajectory(model, data, progress=False, **KW)
+
+
+def test_callback_sees_every_block_and_can_stop_early():
+    from slt_basins.sampling import BlockInfo
+
+    model, data, _ = regression_minima()
+    seen = []
+
+    def log(info: BlockInfo):
+        seen.append(info)
+        return info.step >= 400  # stop after the second block of draws
+
+    with pytest.warns(LLCWarning, match="callback stopped sampling after 400 steps; the result uses the 300 draws"):
+        r = estimate_llc(model, data, callback=log, progress=False, **dict(KW, num_draws=1000))
+    assert [i.step for i in seen] == [200, 400]  # blocks of 200 steps; burn-in is 100
+    np.testing.assert_allclose(seen[0].llc, r.llc_trace[:, :100].mean(), rtol=1e-6)
+    assert seen[0].losses.shape == (4,) and seen[1].alive.all()
+    assert r.num_draws == 300
+    np.testing.assert_allclose(seen[1].llc, r.llc_trace.mean(), rtol=1e-6)
+    full = estimate_llc(model, data, progress=False, **dict(KW, num_draws=1000))
+    np.testing.assert_array_equal(r.llc_trace, full.llc_trace[:, :300])
+    with pytest.raises(TypeError, match="callback must be a function"):
+        estimate_llc(model, data, callback=3, progress=False)
