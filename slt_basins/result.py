@@ -311,14 +311,31 @@ class LLCResult:
             attrs={"nbeta": self.nbeta, "init_loss": self.init_loss, **self.config},
         )
 
+    @property
+    def grad_evals(self) -> Optional[int]:
+        """Loss-and-gradient evaluations the chains made (chains × steps × the kernel's evaluations per
+        step; one evaluation = one chain's gradient on one minibatch, of ``config["batch_size"]`` examples
+        or the full data). The checks' evaluations are not counted. None when unknown (old files)."""
+        c = self.config
+        if "grad_evals" in c:
+            return int(c["grad_evals"])
+        if all(k in c for k in ("num_chains", "num_burnin", "num_draws")):
+            return int(c["num_chains"]) * (int(c["num_burnin"]) + int(c["num_draws"]))
+        return None
+
     def summary(self) -> pd.DataFrame:
-        """ArviZ diagnostics of the per-draw LLC and loss: mean, sd, MCSE, bulk/tail ESS, R-hat.
+        """ArviZ diagnostics of the per-draw LLC and loss: mean, sd, MCSE, bulk/tail ESS, R-hat, and the
+        bulk ESS per 1,000 gradient evaluations (``ess_bulk_per_1k_grad``: the efficiency by work, so that
+        samplers and settings compare by cost, not by steps; see :attr:`grad_evals`).
 
         R-hat needs at least two chains (NaN otherwise); values above 1.01 mean the chains disagree
         (``estimate_llc`` warns only above 1.05, where the error bar is clearly unreliable)
         and the error bar is not trustworthy. The row ``llc`` mean equals ``llc_mean``.
         """
-        return diagnostics.summary_table({"llc": self.llc_trace, "loss": self.loss_trace})
+        table = diagnostics.summary_table({"llc": self.llc_trace, "loss": self.loss_trace})
+        work = self.grad_evals
+        table["ess_bulk_per_1k_grad"] = table["ess_bulk"] / (work / 1000) if work else float("nan")
+        return table
 
     def plot_trace(self, figsize=(9, 3.5)):
         """A matplotlib Figure: per-draw LLC values per chain with running means (not shown)."""

@@ -93,6 +93,9 @@ class Kernel(NamedTuple):
     ``langevin``: the step is an (unadjusted) Langevin proposal, so the Metropolis acceptance of that
     proposal measures the kernel's discretisation bias (the MALA probe of the post-run checks).
     A kernel built by hand states both facts itself, and gets the same checks as the built-in ones.
+    ``grads_per_step``: loss-and-gradient evaluations per step and chain (1 for every built-in kernel;
+    MALA evaluates its proposal), the unit of the work-normalised efficiency ESS per 1,000 gradient
+    evaluations that results report.
 
     Example (plain gradient descent, no noise, as a kernel; no stability rule is stated):
         >>> class GDState(NamedTuple):
@@ -117,6 +120,7 @@ class Kernel(NamedTuple):
     preconditioner: Optional[Callable] = None
     stability_divisor: Optional[float] = None
     langevin: bool = False
+    grads_per_step: int = 1
 
 
 def _drift(w: torch.Tensor, grad: torch.Tensor, hyper: Hyper) -> torch.Tensor:

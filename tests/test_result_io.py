@@ -195,3 +195,13 @@ def test_legacy_error_strings_become_failures():
 def test_a_file_from_a_newer_release_is_refused():
     with pytest.raises(ValueError, match="newer release"):
         Checks.from_dict({"r_hat": 1.0, "some_future_check": 3.0})
+
+
+def test_summary_reports_ess_per_1000_gradient_evaluations():
+    from slt_basins import estimate_llc_potential
+
+    r = estimate_llc_potential(lambda w: (w ** 2).sum(1), [0.0], nbeta=100.0, step_size=1e-3, num_chains=4,
+                               num_burnin=100, num_draws=400, progress=False)
+    assert r.grad_evals == 4 * 500 and r.config["grad_evals"] == 2000
+    t = r.summary()
+    np.testing.assert_allclose(t["ess_bulk_per_1k_grad"], t["ess_bulk"] / 2.0)
