@@ -285,6 +285,7 @@ def summarize(run: ChainRun, p: Plan, config: dict, checks: Checks, init_loss: f
     if run.llc.shape[1] < 4:
         raise SamplerDivergedError(f"only {run.llc.shape[1]} post-burn-in draws were taken (need ≥ 4 for an error "
                                    "bar); the run stopped before burn-in ended.", partial=run)
+    config["grad_evals"] = int(len(chain_ids) * run.steps_done * p.kernel.grads_per_step)
     llc_tr, loss_tr = run.llc[ok], run.loss[ok]
     per_chain = llc_tr.mean(axis=1)
     mean, mcse = float(per_chain.mean()), diagnostics.mcse_mean(llc_tr)
