@@ -25,6 +25,14 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
      corresponds to s ≈ 0.02, a variance inflation of about 2 % in the stiffest direction, at every
      d. Where most parameters are flat (a singular model) the stiff directions dominate the
      rejection and √d over-normalises, so the rule is more lenient there; rule 3 backs it up.
+     *Pooled over the scan.* Each cell's a is a snapshot (8 proposals per chain at the chains'
+     final positions): on a 2,410-parameter MLP, 1 − a at the same ε varied by up to a factor of 3
+     between five seeds (benchmarks/results/calibrate_seeds.md), so a per-cell verdict near the
+     threshold is a coin flip. Instead, for each (nβ, γ), log((1 − a)/√d) is fitted as α + p·log ε by least squares over
+     every stable cell with 0.5 < a < 1 (:func:`fit_rejection`; p clipped to [1, 2] around the
+     Gaussian 3/2), and the fitted a₁(ε) decides; a cell's own a decides where fewer than two cells
+     are measured, or where its own a ≤ 0.5 (saturated). The fit's crossing ε_acc, where
+     a₁ = ``min_accept``, is the ``eps_accept`` column.
      For ``sampler="mala"`` (exact at any ε) a is its own acceptance rate, which only governs
      mixing: the criterion is a ≥ ``min_accept`` with default 0.5 (the optimal MALA acceptance is
      about 0.57 in high dimension). Where no acceptance is measured (SGNHT), the stand-in is the
@@ -47,15 +55,27 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
    less noisy than the combined MCSE assumes: the test errs on the side of agreement, and rule 2's
    acceptance criterion is what bounds the bias below that resolution.
 4. **Choice.** For each (nβ, γ), the largest ε on the plateau (the largest unbiased step mixes
-   fastest). Across settings: the largest nβ that has one (nβ is the temperature of the estimand;
+   fastest). The grid is √10-spaced, so a choice restricted to it jumps by a factor 3.2 whenever
+   noise moves ε_acc across a grid point. So each scan runs one *refinement cell* at ε_acc/1.3
+   (column ``refined``): right after the first cell that the acceptance criterion alone rejects,
+   when ε_acc/1.3 lies below that cell and at least 1.25× the next grid step (the scan then goes on
+   from there), or else, at the end of the scan, when it lies above the pick (or there is none),
+   below a cell that was not accepted, and at least 1.25× the next smaller converged cell. The
+   margin 1.3 (0.26 in log ε) is about three standard deviations of the shift of the crossing when
+   the refinement cell's own snapshot (log 1 − a has a standard deviation of about 0.45 between
+   seeds, measured on the MLP of benchmarks/results/calibrate_seeds.md) joins a fit of about four
+   cells with slope p ≈ 1.3, so the refit rarely rejects it; 1.25 skips refinements not worth a cell. It obeys the same rules, its plateau partner is the next
+   smaller step run, and the choice lands near ε_acc rather than on a grid point.
+   Across settings: the largest nβ that has one (nβ is the temperature of the estimand;
    a smaller nβ is easier to sample but further from the asymptotic regime, so it is only a
    fallback), then the smallest γ that has one (localization biases λ̂ downward, docs page *Theory*;
    a γ too small to keep the chains near w* shows up as divergence or instability). Pass a single
    γ to keep yours.
 
 If no cell qualifies, :class:`CalibrationError` (a ValueError) says what to try next (smaller step
-sizes than the grid's minimum, a larger localization, a smaller nβ, more burn-in and draws) and
-carries the full table as ``.table``.
+sizes than the grid's minimum when that minimum was run; where the scan stopped early, the step
+size it stopped at and the grid's minimum; a larger localization, a smaller nβ, more burn-in and
+draws) and carries the full table as ``.table``.
 
 Budget of a cell: ``num_burnin + num_draws`` steps, stretched in two documented cases, never beyond
 8× (the table's ``num_draws``, ``num_burnin`` and ``attempts`` columns show what each cell used):
@@ -73,7 +93,13 @@ The default step-size grid is scale-free: it starts at the stability limit at w*
 ε_max = c/(nβ·h* + γ) with h* the largest Hessian eigenvalue at w* (measured by the same power
 iteration :func:`~slt_basins.estimate_llc` uses), and goes down five decades with two points per
 decade (ratio √10). Where w* is singular (h* ≈ 0), ε_max = c/γ is set by the localization and the
-top cells diverge within a few steps, which costs little. With ``stop_early=True`` (default) the
+top cells diverge within a few steps, which costs little. Where h* is NaN (a Hessian-vector product
+was not finite, e.g. a w**0 factor) or γ = 0 (nothing confines the chains to where h* was
+measured, so at h* = 0 there is no scale at all), a *curvature pilot* measures it instead: rounds
+of 100 SGLD steps from w*, ε growing ×10 per round from 1e-10 (or from 1/1000 of the limit at w*),
+until ε·(nβh + γ)/4 at the chains' final positions reaches 0.05, and h = max(h*, the largest top
+curvature met at those positions). ``CalibrationResult.grid_origin`` says which way the grid was
+set, with the pilot's rounds; a NaN h* also raises an :class:`~slt_basins.errors.LLCWarning`. With ``stop_early=True`` (default) the
 scan of each (nβ, γ) goes from the largest ε down and stops as soon as rule 3 is settled, so the
 small-ε end of the grid is run only when it is needed.
 """
@@ -90,7 +116,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .errors import CalibrationError, SamplerDivergedError
+from .errors import CalibrationError, LLCWarning, SamplerDivergedError, warn
 from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions
 from .result import LLCResult
 from .samplers import get_kernel
@@ -111,6 +137,15 @@ MAX_STRETCH = 8.0  # a cell runs at most 8× the base budget (retries for R-hat;
 
 _GROUP = ["nbeta", "localization"]
 
+REFINE_MARGIN = 1.3  # the refinement cell sits at ε_acc/1.3 (module docstring, rule 4) ...
+REFINE_MIN_GAIN = 1.25  # ... when that is at least 1.25× the largest accepted step of the grid
+
+PILOT_STEPS = 100  # the curvature pilot (where w* gives no scale): steps per round ...
+PILOT_START = 1e-10  # ... its first step size when h* at w* is 0 or NaN ...
+PILOT_GROWTH = 10.0  # ... grown ×10 per round ...
+PILOT_ROUNDS = 14  # ... for at most 14 rounds (1e-10 … 1e3) ...
+PILOT_TARGET = 0.05  # ... until ε·(nβh + γ)/4 at the chains' ends reaches 0.05
+
 
 
 
@@ -126,7 +161,8 @@ def default_step_sizes(h_max: float, nbeta: float, localization: float, sampler=
     scale = nbeta * max(float(h_max), 0.0) + localization
     if not (scale > 0 and math.isfinite(scale)):
         raise ValueError(f"cannot derive a step-size grid from nβ·h_max + γ = {scale!r} (h_max = {h_max!r}, "
-                         f"γ = {localization!r}); pass step_sizes explicitly.")
+                         f"γ = {localization!r}); give the grid explicitly, e.g. "
+                         "slt_basins.calibrate(..., step_sizes=[...]).")
     top = c / scale
     return [top * 10.0 ** (-k / per_decade) for k in range(per_decade * decades + 1)]
 
@@ -143,11 +179,59 @@ def _isnum(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v)) and not pd.isna(v)
 
 
-def _judge_row(r, thr: float, max_rhat: float) -> tuple[float, bool, bool, bool, str]:
-    """Rules 1 and 2 for one cell: (1-D equivalent acceptance, stable, accepted, converged, status)."""
+def fit_rejection(eps, accept, d: int) -> Optional[tuple[float, float, int]]:
+    """The pooled acceptance of rule 2: fit log((1 − a)/√d) = α + p·log ε by least squares over the cells
+    of one (nβ, γ) whose MALA acceptance a of the sampler's proposals lies in (0.5, 1), with the slope p
+    clipped to [1, 2] (3/2 on a Gaussian, module docstring). Returns (α, p, number of cells), or None
+    with fewer than two such cells at distinct ε.
+
+    The fitted 1-D equivalent acceptance at ε is 1 − exp(α + p·log ε); it crosses a threshold
+    ``thr`` at ε = exp((log(1 − thr) − α)/p). Each cell's acceptance is a snapshot of 8 proposals per
+    chain at the chains' final positions (1 − a varied by up to a factor of 3 between five seeds at the
+    same ε on a 2,410-parameter MLP, benchmarks/results/calibrate_seeds.md); the fit pools every
+    measured cell of the scan.
+
+    >>> a, p, n = fit_rejection([1e-3, 1e-4], [1 - 1e-2, 1 - 1e-2 * 10 ** -1.5], d=1)
+    >>> round(p, 6), n, round(math.exp((math.log(1e-3) - a) / p), 8)  # where 1 − a₁ = 1e-3
+    (1.5, 2, 0.00021544)
+    """
+    e, acc = np.asarray(eps, float), np.asarray(accept, float)
+    use = np.isfinite(e) & np.isfinite(acc) & (acc > 0.5) & (acc < 1.0) & (e > 0)
+    if len(np.unique(e[use])) < 2:
+        return None
+    x, y = np.log(e[use]), np.log((1.0 - acc[use]) / math.sqrt(max(int(d), 1)))
+    slope = float(np.clip(np.polyfit(x, y, 1)[0], 1.0, 2.0))
+    return float(np.mean(y - slope * x)), slope, int(use.sum())
+
+
+def _group_fit(t: pd.DataFrame, rows: list[int], min_accept) -> tuple[np.ndarray, float]:
+    """(fitted 1-D acceptance at each cell of ``rows``, ε where the fit crosses the threshold): NaN where the
+    sampler is MALA or fewer than two stable cells with an unsaturated acceptance were run."""
+    sub = t.iloc[rows]
+    nan = (np.full(len(rows), np.nan), np.nan)
+    if not len(sub) or (sub["sampler"] == "mala").any() or not sub["ran"].any():
+        return nan
+    s_end = sub["step_stability_end"].to_numpy(float)
+    ok = sub["ran"].to_numpy(bool) & (sub["diverged"].to_numpy(float) == 0) & ~(s_end >= 1.0)
+    d = int(sub.loc[sub["ran"], "d"].dropna().iloc[0]) if sub.loc[sub["ran"], "d"].notna().any() else 1
+    fit = fit_rejection(sub["step_size"].to_numpy(float)[ok], sub["mala_accept"].to_numpy(float)[ok], d)
+    if fit is None:
+        return nan
+    a, p, _ = fit
+    eps = sub["step_size"].to_numpy(float)
+    thr = _threshold(str(sub["sampler"].iloc[0]), min_accept)
+    return 1.0 - np.exp(a + p * np.log(eps)), float(math.exp((math.log(1.0 - thr) - a) / p))
+
+
+def _judge_row(r, thr: float, max_rhat: float, fit: float = np.nan) -> tuple[float, bool, bool, bool, str]:
+    """Rules 1 and 2 for one cell: (1-D equivalent acceptance, stable, accepted, converged, status). ``fit`` is
+    the pooled fit's 1-D acceptance at this ε (:func:`fit_rejection`); where finite it decides rule 2
+    unless the cell's own acceptance is saturated (≤ 0.5)."""
     acc1, a = np.nan, r["mala_accept"]
     if _isnum(a):
         acc1 = a if r["sampler"] == "mala" else 1.0 - (1.0 - a) / math.sqrt(max(int(r["d"]), 1))
+    pooled = _isnum(fit) and not (_isnum(a) and a <= 0.5)
+    judged = fit if pooled else acc1
     s_end = r["step_stability_end"]
     if not r["ran"]:
         why = r.get("skip_reason")
@@ -164,9 +248,15 @@ def _judge_row(r, thr: float, max_rhat: float) -> tuple[float, bool, bool, bool,
         return acc1, True, False, converged, (
             f"rejected: no MALA acceptance for this sampler, and ε·(nβh+γ)/c = {s_end:.3g} > "
             f"{MAX_STABILITY_UNMEASURED:g} at the chains' ends (step-size bias)")
-    if _isnum(acc1) and acc1 < thr:
-        what = "MALA acceptance" if r["sampler"] == "mala" else f"MALA acceptance {a:.4f} of its proposals, 1-D equivalent"
-        return acc1, True, False, converged, (f"rejected: {what} {acc1:.4f} < {thr:g} "
+    if _isnum(judged) and judged < thr:
+        if r["sampler"] == "mala":
+            what = f"MALA acceptance {judged:.4f}"
+        elif not pooled:
+            what = f"MALA acceptance {a:.4f} of its proposals, 1-D equivalent {judged:.4f}"
+        else:
+            own = f"its own {a:.4f}, 1-D equivalent {acc1:.4f}" if _isnum(a) else "none measured here"
+            what = f"MALA acceptance of the pooled fit over the scan, 1-D equivalent {judged:.4f} ({own})"
+        return acc1, True, False, converged, (f"rejected: {what} < {thr:g} "
                                               + ("(mixes poorly)" if r["sampler"] == "mala" else "(step-size bias)"))
     if not converged:
         return acc1, True, False, False, f"rejected: R-hat {r['r_hat']:.3f} > {max_rhat:g} (chains not mixed)"
@@ -202,9 +292,16 @@ def _reason(t: pd.DataFrame, i: int, j: int, several: bool, min_accept, max_rhat
              f"nβ = {r['nbeta']:.4g}: no chain diverged"]
     if _isnum(r["step_stability_end"]):
         parts.append(f"ε·(nβh+γ)/c = {r['step_stability_end']:.3g} at the chains' ends")
-    if _isnum(r["accept_1d"]):
+    fit = r.get("accept_1d_fit", np.nan)
+    if _isnum(fit) and not (_isnum(r["mala_accept"]) and r["mala_accept"] <= 0.5):
+        own = f"; its own {r['accept_1d']:.4f}" if _isnum(r["accept_1d"]) else ""
+        parts.append(f"1-D equivalent MALA acceptance of the pooled fit over the scan {fit:.4f} ≥ {thr:g}{own}")
+    elif _isnum(r["accept_1d"]):
         parts.append(("MALA acceptance" if r["sampler"] == "mala" else "1-D equivalent MALA acceptance")
                      + f" {r['accept_1d']:.4f} ≥ {thr:g}")
+    if bool(r.get("refined", False)) is True:
+        parts.append(f"a refinement cell at ε_acc/{REFINE_MARGIN:g}, ε_acc = {r['eps_accept']:.3g} where the fit "
+                     "crosses the threshold")
     if _isnum(r["r_hat"]):
         parts.append(f"R-hat {r['r_hat']:.3f} ≤ {max_rhat:g}")
     parts.append(f"λ̂ = {r['llc']:.4g} ± {r['mcse']:.2g} agrees with λ̂ = {partner['llc']:.4g} ± "
@@ -243,13 +340,17 @@ def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, m
         (0.001, 'ε = 0.001 is the largest step size on the plateau at γ = 1, nβ = 100')
     """
     t = table.sort_values(["nbeta", "localization", "step_size"], ascending=[False, True, False]).copy()
-    judged = [_judge_row(r, _threshold(r["sampler"], min_accept), max_rhat) for _, r in t.iterrows()]
-    acc1, stable, accepted, converged, status = (list(col) for col in zip(*judged)) if judged else ([],) * 5
     n = len(t)
-    delta, tol, plateau = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     groups: dict[tuple, list[int]] = {}
     for i, k in enumerate(zip(t["nbeta"], t["localization"])):
         groups.setdefault(k, []).append(i)
+    fit, eps_acc = np.full(n, np.nan), np.full(n, np.nan)
+    for rows in groups.values():
+        fit[rows], eps_acc[rows] = _group_fit(t, rows, min_accept)
+    judged = [_judge_row(r, _threshold(r["sampler"], min_accept), max_rhat, f)
+              for (_, r), f in zip(t.iterrows(), fit)]
+    acc1, stable, accepted, converged, status = (list(col) for col in zip(*judged)) if judged else ([],) * 5
+    delta, tol, plateau = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     chosen_pos: dict[tuple, int] = {}
     for k, rows in groups.items():
         for j, i in enumerate(rows):
@@ -264,7 +365,7 @@ def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, m
         chosen[i] = k == winner
         status[i] = ("CHOSEN: largest step size on the plateau; " if k == winner
                      else "best of its (nβ, γ), not preferred; ") + status[i]
-    t["accept_1d"] = np.asarray(acc1, float)
+    t["accept_1d"], t["accept_1d_fit"], t["eps_accept"] = np.asarray(acc1, float), fit, eps_acc
     t["stable"], t["converged"], t["accepted"] = (np.asarray(v, bool) for v in (stable, converged, accepted))
     t["delta_next"], t["tol_next"] = delta, tol
     t["plateau"], t["chosen"], t["status"] = plateau, chosen, status
@@ -275,8 +376,42 @@ def select_setting(table: pd.DataFrame, *, min_accept: Optional[float] = None, m
     return t, t.index[i], _reason(t, i, j, len(order) > 1, min_accept, max_rhat)
 
 
+def _scan_extent(t: pd.DataFrame, groups: dict) -> tuple[str, bool, float]:
+    """(a sentence on where each (nβ, γ) scan stopped when cells were skipped, whether the grid's minimum
+    was run with a verdict other than R-hat in some (nβ, γ), the grid's minimum ε)."""
+    eps = t["step_size"].to_numpy(float)
+    grid_min = float(eps.min()) if len(t) else float("nan")
+    stops, bottom_bad = [], False
+    for (nb, g), rows in groups.items():
+        last = t.iloc[rows[-1]]
+        if last["ran"]:
+            bottom_bad |= not last["accepted"] and not str(last["status"]).startswith("rejected: R-hat")
+            continue
+        run = [i for i in rows if bool(t["ran"].iloc[i])]
+        if not run:
+            continue
+        skipped = [i for i in rows if i > run[-1]]
+        why = t["skip_reason"].iloc[skipped[0]] if "skip_reason" in t else ""
+        where = f" at γ = {g:g}, nβ = {nb:.4g}" if len(groups) > 1 else ""
+        stops.append(f"the scan{where} stopped at ε = {eps[run[-1]]:.3g} (the {len(skipped)} smaller step sizes "
+                     f"were skipped{': ' + why if isinstance(why, str) and why else ''}); the grid goes down to "
+                     f"{eps[rows[-1]]:.3g}")
+    text = "" if not stops else " T" + "; ".join(stops)[1:] + "."
+    return text, bottom_bad, grid_min
+
+
 def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float, plateau_tol: float) -> str:
-    """What went wrong in every (nβ, γ), and what to try next."""
+    """What went wrong in every (nβ, γ), and what to try next, consistent with the grid that was run:
+    smaller step sizes than the grid's minimum are suggested only where that minimum was run.
+
+    >>> c = dict(nbeta=100.0, localization=1.0, sampler="sgld", d=1, num_chains=4, diverged=0, mala_accept=1.0,
+    ...          step_stability_end=0.01, llc=0.5, mcse=0.01)
+    >>> t = pd.DataFrame([dict(c, step_size=1e-3, ran=True, r_hat=1.5),
+    ...                   dict(c, step_size=1e-4, ran=False, r_hat=np.nan, skip_reason="did not converge")])
+    >>> msg = select_setting(t)[2]
+    >>> "stopped at ε = 0.001" in msg and "grid goes down to 0.0001" in msg and "grid's minimum" not in msg
+    True
+    """
     ran = t[t["ran"]]
     st = ran["status"]
     n_div = int(st.str.startswith("diverged").sum())
@@ -284,28 +419,25 @@ def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float,
     n_acc = int(st.str.contains("MALA acceptance|no MALA acceptance").sum())
     n_rhat = int(st.str.contains("R-hat").sum())
     n_ok = int(ran["accepted"].sum())
-    eps_min = float(ran["step_size"].min()) if len(ran) else float("nan")
-    gam = sorted(t["localization"].unique())
-    nbs = sorted(t["nbeta"].unique())
+    stopped, bottom_bad, grid_min = _scan_extent(t, groups)
     msg = [f"no setting passed the calibration rules ({len(ran)} cells run: {n_div} diverged, {n_unst} unstable, "
-           f"{n_acc} rejected for step-size bias (MALA acceptance, or stability without it), {n_rhat} with R-hat > {max_rhat:g}, {n_ok} accepted but "
-           f"without a plateau within plateau_tol = {plateau_tol:g} + 2 MCSE)."]
+           f"{n_acc} rejected for step-size bias (MALA acceptance, or stability without it), {n_rhat} with R-hat > "
+           f"{max_rhat:g}, {n_ok} accepted but without a plateau within plateau_tol = {plateau_tol:g} + 2 MCSE)."
+           + stopped]
     tips = []
-    bottom_bad = False
-    for rows in groups.values():
-        last = t.iloc[rows[-1]]
-        if last["ran"] and not last["accepted"] and not str(last["status"]).startswith("rejected: R-hat"):
-            bottom_bad = True
-    if bottom_bad or (n_ok and not ran["plateau"].any()):
-        smaller = ", ".join(f"{eps_min * 10 ** (-k / 2):.2g}" for k in (1, 2, 3, 4))
-        tips.append(f"smaller step sizes than the grid's minimum ε = {eps_min:.3g} (e.g. step_sizes=[{smaller}])")
+    if bottom_bad or (n_ok and not ran["plateau"].any() and not stopped):
+        smaller = ", ".join(f"{grid_min * 10 ** (-k / 2):.2g}" for k in (1, 2, 3, 4))
+        tips.append(f"smaller step sizes than the grid's minimum ε = {grid_min:.3g}, which was run (e.g. "
+                    f"slt_basins.calibrate(..., step_sizes=[{smaller}]))")
     if n_div or n_unst or n_acc:
-        tips.append(f"a larger localization (now γ = {', '.join(f'{g:g}' for g in gam)}) or a smaller nβ (now "
-                    f"{', '.join(f'{b:.4g}' for b in nbs)}): both lower the curvature the sampler meets, at the "
-                    "price of a downward (γ) or temperature (nβ) shift of λ̂")
+        tips.append(f"a larger localization (now γ = {', '.join(f'{g:g}' for g in sorted(t['localization'].unique()))})"
+                    f" or a smaller nβ (now {', '.join(f'{b:.4g}' for b in sorted(t['nbeta'].unique()))}): both lower "
+                    "the curvature the sampler meets, at the price of a downward (γ) or temperature (nβ) shift of λ̂")
     if n_rhat or (n_ok and not ran["plateau"].any()):
         tips.append("more burn-in and draws per cell (num_burnin, num_draws) or more chains: R-hat and the MCSE of "
                     "short runs at small step sizes decide whether neighbouring estimates can be compared")
+    if stopped:
+        tips.append("running the skipped cells anyway with slt_basins.calibrate(..., stop_early=False)")
     if not tips:
         tips.append("a wider grid of step sizes")
     return " ".join(msg) + " Try " + "; ".join(tips) + ". Every cell and its status are in this error's .table."
@@ -324,8 +456,10 @@ class CalibrationResult:
         step_size, localization, nbeta: the chosen setting (pass ``**settings`` to an estimate).
         reason: why this setting was chosen, with the measured numbers.
         rules: the thresholds used.
-        hessian_max_abs_eig: the largest Hessian eigenvalue at w* that set the default grid (None when
-            the grid was given).
+        hessian_max_abs_eig: the largest Hessian eigenvalue at w* (None when neither the grid nor nβ
+            was defaulted; NaN when it could not be computed).
+        grid_origin: where the step-size grid came from (the grid given, h* at w*, or the curvature
+            pilot's rounds and measurements where w* gave no scale).
         wall_time_s: total time of the sweep (seconds).
 
     Example:
@@ -343,6 +477,7 @@ class CalibrationResult:
     rules: dict = field(default_factory=dict)
     hessian_max_abs_eig: Optional[float] = None
     wall_time_s: float = 0.0
+    grid_origin: str = ""
 
     @property
     def settings(self) -> dict:
@@ -515,21 +650,41 @@ def _run_cell(sw: _Sweep, row: dict, group_rows: list[dict], stretch: float, anc
         return mine, pick, slow, stretch
 
 
+def _refinement(ann: pd.DataFrame, below: Optional[float]) -> Optional[float]:
+    """The step size of the refinement cell (module docstring, rule 4), or None: ε_acc/:data:`REFINE_MARGIN`
+    (ε_acc the ``eps_accept`` of the annotated group ``ann``) when the next larger step run was not
+    accepted and the step lies at least :data:`REFINE_MIN_GAIN` × ``below`` (the next smaller step of the
+    grid, None for none)."""
+    if not len(ann):
+        return None
+    e = float(ann["eps_accept"].iloc[0]) / REFINE_MARGIN
+    ran = ann[ann["ran"]]
+    above = ran[ran["step_size"] > e]
+    if not (math.isfinite(e) and len(above)) or bool(above.loc[above["step_size"].idxmin(), "accepted"]):
+        return None
+    return e if below is None or e >= REFINE_MIN_GAIN * below else None
+
+
 def _scan(sw: _Sweep, nb: float, g: float, eps_list: list[float], sampler: str, bar) -> list[dict]:
-    """The cells of one (nβ, γ), from the largest ε down (stopping early once settled)."""
+    """The cells of one (nβ, γ), from the largest ε down (stopping early once settled), with at most one
+    refinement cell: inserted after the first cell that the acceptance criterion alone rejects, or, if the
+    scan ends without a pick, run last between the cells run (module docstring, rule 4)."""
     steps0 = sw.base.num_draws + sw.base.num_burnin
-    skip, t_anchor, rows = None, None, []
-    for eps in eps_list:
+    skip, t_anchor, rows, refined = None, None, [], False
+    queue = [(e, False) for e in eps_list]  # (ε, is the refinement cell)
+    while queue:
+        eps, is_refinement = queue.pop(0)
         stretch = 1.0 if t_anchor is None else min(MAX_STRETCH, max(1.0, t_anchor / (eps * steps0)))
         row = dict(nbeta=nb, localization=g, step_size=eps, sampler=sampler, num_chains=sw.base.num_chains,
-                   d=np.nan, **sw.budget(stretch), attempts=0)
+                   d=np.nan, **sw.budget(stretch), attempts=0, refined=is_refinement)
+        rows.append(row)
         if skip is not None:
             row.update(ran=False, llc=np.nan, mcse=np.nan, r_hat=np.nan, ess_bulk=np.nan, diverged=0,
                        mala_accept=np.nan, step_stability=np.nan, step_stability_end=np.nan, wall_s=0.0,
                        warnings="", error="", skip_reason=skip, num_draws=0, num_burnin=0)
         else:
             bar.set_postfix_str(f"γ={g:g} ε={eps:.3g}")
-            mine, pick, slow, stretch = _run_cell(sw, row, [r for r in rows if r["ran"]], stretch,
+            mine, pick, slow, stretch = _run_cell(sw, row, [r for r in rows[:-1] if r["ran"]], stretch,
                                                   t_anchor is not None)
             if t_anchor is None and mine["accepted"]:
                 t_anchor = eps * (row["num_draws"] + row["num_burnin"])
@@ -538,33 +693,119 @@ def _scan(sw: _Sweep, nb: float, g: float, eps_list: list[float], sampler: str, 
             elif sw.stop_early and slow and stretch >= MAX_STRETCH:
                 skip = (f"ε = {eps:.3g} did not converge with {MAX_STRETCH:g}× the cell budget, and smaller "
                         "steps mix more slowly")
-        rows.append(row)
+            elif not refined and str(mine["status"]).startswith("rejected: MALA acceptance") and queue:
+                ann = sw.select([r for r in rows if r["ran"]])[0]
+                if (e := _refinement(ann, queue[0][0])) is not None:
+                    queue.insert(0, (e, True))
+                    refined, bar.total = True, bar.total + 1
         bar.update(1)
-    return rows
+    return rows if refined else _refine_last(sw, rows, bar)
+
+
+def _refine_last(sw: _Sweep, rows: list[dict], bar) -> list[dict]:
+    """After a scan of one (nβ, γ) without a refinement cell (the pooled fit needs two measured cells, and
+    it moves as cells are added), run it last, between the cells run, when it lies above the pick (if
+    any) and the next smaller converged cell can be its plateau partner."""
+    ran = [r for r in rows if r["ran"]]
+    if not ran:
+        return rows
+    ann, pick, _ = sw.select(ran)
+    e = _refinement(ann, None)
+    low = ann.loc[ann["converged"], "step_size"]
+    low = low[low < e] if e is not None else low[:0]
+    if (e is None or not len(low) or e < REFINE_MIN_GAIN * float(low.max())
+            or (pick is not None and e <= float(ann.loc[pick, "step_size"]))):
+        return rows
+    row = dict({k: ran[0][k] for k in ("nbeta", "localization", "sampler", "num_chains")}, step_size=e,
+               d=np.nan, **sw.budget(1.0), attempts=0, refined=True)
+    bar.total += 1
+    _run_cell(sw, row, ran, 1.0, False)
+    bar.update(1)
+    return rows + [row]
+
+
+def _curvature_pilot(run: Run, opts: LLCOptions, h_star: Optional[float]) -> tuple[Optional[float], str]:
+    """(h, description): the largest top Hessian eigenvalue at the final positions of short SGLD runs from w*
+    (the runs' own ``hessian_max_abs_eig_end``), for a grid where w* alone gives no scale.
+
+    Rounds of :data:`PILOT_STEPS` steps, the step size growing ×:data:`PILOT_GROWTH` per round from
+    :data:`PILOT_START` (or from 1/1000 of the stability limit at w* when h* > 0), until the stability
+    ratio ε·(nβh + γ)/4 at the chains' ends reaches :data:`PILOT_TARGET` (then the stiffest direction the
+    chains met relaxes within a few steps, so they have reached the region the cells will sample), a chain
+    diverges, or :data:`PILOT_ROUNDS` rounds have run. h is the maximum over rounds (None if none measured)."""
+    scale = opts.nbeta * h_star + opts.localization if h_star is not None and math.isfinite(h_star) else 0.0
+    eps = 1e-3 * 4.0 / scale if scale > 0 else PILOT_START
+    h_max, log = None, []
+    for _ in range(PILOT_ROUNDS):
+        o = opts.replace(sampler="sgld", num_draws=PILOT_STEPS, num_burnin=0, step_size=eps, progress=False,
+                         check_stability=True, distributed=False, chain_group=None, checkpoint=None,
+                         checkpoint_every=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                r = run(o)
+            except SamplerDivergedError:
+                log.append(f"ε = {eps:.2g}: every chain diverged")
+                break
+        h, s = r.checks.hessian_max_abs_eig_end, r.checks.step_stability_end
+        if h is not None and math.isfinite(h):
+            h_max = h if h_max is None else max(h_max, h)
+        log.append(f"ε = {eps:.2g}: h = {h if h is not None else float('nan'):.3g}, ratio "
+                   f"{s if s is not None else float('nan'):.2g}" + (f", {len(r.diverged)} diverged" if r.diverged else ""))
+        if r.diverged or (s is not None and s >= PILOT_TARGET):
+            break
+        eps *= PILOT_GROWTH
+    return h_max, f"{len(log)} pilot rounds of {PILOT_STEPS} SGLD steps from w* ({'; '.join(log)})"
+
+
+def _grid_origin(run: Run, base: LLCOptions, h_star: Optional[float], nb: float, g_min: float):
+    """(h that sets ε_max = c/(nβh + γ), a sentence saying where it came from). The curvature at w* sets it,
+    except where that is NaN or γ = 0 (nothing then confines the chains to where h* was measured): there
+    h = max(h*, the curvature met by :func:`_curvature_pilot`)."""
+    if h_star is None:
+        raise ValueError("the top Hessian eigenvalue at w* could not be measured (check_stability=False, or a model "
+                         "torch.func cannot transform), so there is no default step-size grid: give one explicitly "
+                         "with slt_basins.calibrate(..., step_sizes=[...]) (or calibrate_potential), e.g. a geometric "
+                         "grid such as [1e-3, 3e-4, 1e-4, 3e-5, 1e-5], or use a numeric step_size.")
+    at_w = f"h* = {h_star:.4g}, the top Hessian eigenvalue at w*"
+    if math.isfinite(h_star) and g_min > 0:
+        return h_star, f"ε_max = c/(nβ·h* + γ) with {at_w}"
+    why = "is NaN (a Hessian-vector product was not finite)" if math.isnan(h_star) else "alone gives no scale at γ = 0"
+    h_pilot, how = _curvature_pilot(run, base.replace(localization=g_min, nbeta=nb), h_star)
+    h = max([v for v in (h_star, h_pilot) if v is not None and math.isfinite(v)], default=None)
+    if h is None or not nb * h + g_min > 0:
+        raise ValueError(f"no step-size grid can be derived: {at_w}, {why}, and {how} measured no curvature either. "
+                         "Give a grid explicitly with slt_basins.calibrate(..., step_sizes=[...]) (or "
+                         "calibrate_potential), or use a numeric step_size.")
+    text = (f"ε_max = c/(nβ·h + γ) with h = {h:.4g}: {at_w}, {why}, so h is the largest curvature met at the "
+            f"chains' final positions in {how}")
+    if math.isnan(h_star):
+        warn(f"calibration: {at_w} is NaN (a Hessian-vector product was not finite, e.g. a w**0 factor or a "
+             f"non-smooth loss at w*); the step-size grid was derived instead from {text.split(': ', 1)[1]}.",
+             LLCWarning)
+    return h, text
 
 
 def _grid_plan(run: Run, base: LLCOptions, step_sizes, gammas: list[float], nbetas):
-    """[(nβ, γ, ε grid)] of the sweep, and h* at w* (None when not needed): the default grid and nβ come
-    from a pilot run."""
+    """[(nβ, γ, ε grid)] of the sweep, h* at w* (None when not needed) and where the grid came from: the
+    default grid and nβ come from a pilot run (and, where w* gives no scale, from :func:`_curvature_pilot`)."""
     nb_in = None if nbetas is None else _as_list("nbetas", nbetas, None)
     if nb_in is not None and any(b <= 0 for b in nb_in):
         raise ValueError(f"nbetas must be > 0; got {nbetas!r}.")
     grid = None if step_sizes is None else _as_list("step_sizes", step_sizes, None)
     if grid is not None and any(e <= 0 for e in grid):
         raise ValueError(f"step sizes must be > 0; got {step_sizes!r}.")
-    h_star = None
+    h_star, origin = None, "the grid given (step_sizes)"
     if grid is None or nb_in is None:
         h_star, nb_default, _ = _pilot(run, base.replace(localization=gammas[0],
                                                           nbeta=None if nb_in is None else nb_in[0]))
         nb_in = [nb_default] if nb_in is None else nb_in
-        if grid is None and (h_star is None or not math.isfinite(h_star)):
-            raise ValueError("the top Hessian eigenvalue at w* could not be measured (check_stability=False, a NaN "
-                             "curvature, or a model torch.func cannot transform), so there is no default step-size "
-                             "grid: pass step_sizes explicitly, e.g. a geometric grid such as "
-                             "[1e-3, 3e-4, 1e-4, 3e-5, 1e-5].")
+    h_grid = None
+    if grid is None:
+        h_grid, origin = _grid_origin(run, base, h_star, max(nb_in), min(gammas))
     sampler = base.kernel.name
-    return [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_star, nb, g, sampler))
-            for nb in sorted(nb_in, reverse=True) for g in sorted(gammas)], h_star
+    return [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_grid, nb, g, sampler))
+            for nb in sorted(nb_in, reverse=True) for g in sorted(gammas)], h_star, origin
 
 
 def _calibrate(run: Run, base: LLCOptions, *, step_sizes, localizations, nbetas, min_accept, max_rhat,
@@ -576,7 +817,7 @@ def _calibrate(run: Run, base: LLCOptions, *, step_sizes, localizations, nbetas,
     t_start = time.perf_counter()
     sampler = base.kernel.name
     gammas = _as_list("localizations", localizations, base.localization)
-    plan, h_star = _grid_plan(run, base, step_sizes, gammas, nbetas)
+    plan, h_star, origin = _grid_plan(run, base, step_sizes, gammas, nbetas)
     sw = _Sweep(run, base, min_accept, max_rhat, plateau_tol, stop_early)
     rules = dict(min_accept=min_accept, min_accept_by_sampler={sampler: _threshold(sampler, min_accept)},
                  max_rhat=max_rhat, plateau_tol=plateau_tol, stop_early=stop_early, num_chains=base.num_chains,
@@ -599,10 +840,11 @@ def _calibrate(run: Run, base: LLCOptions, *, step_sizes, localizations, nbetas,
     best = table[table["chosen"]].iloc[0]
     return CalibrationResult(table=table, step_size=float(best["step_size"]),
                              localization=float(best["localization"]), nbeta=float(best["nbeta"]), reason=text,
-                             rules=rules, hessian_max_abs_eig=h_star, wall_time_s=time.perf_counter() - t_start)
+                             rules=rules, hessian_max_abs_eig=h_star, wall_time_s=time.perf_counter() - t_start,
+                             grid_origin=origin)
 
 
-_COLUMNS = ["nbeta", "localization", "step_size", "num_draws", "num_burnin", "attempts", "ran", "llc", "mcse", "r_hat", "ess_bulk", "diverged",
+_COLUMNS = ["nbeta", "localization", "step_size", "refined", "num_draws", "num_burnin", "attempts", "ran", "llc", "mcse", "r_hat", "ess_bulk", "diverged",
             "num_chains", "mala_accept", "step_stability", "step_stability_end", "wall_s", "sampler", "d",
             "warnings", "error", "skip_reason"]
 
@@ -710,7 +952,7 @@ def _base_options(defaults: LLCOptions, **options) -> LLCOptions:
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"unknown option(s) {unknown}; the estimate's options are {sorted(names)}.")
-    return defaults.replace(**options, checkpoint=None, checkpoint_every=None)
+    return defaults.replace(**options, checkpoint=None, checkpoint_every=None, callback=None)
 
 
 def calibrate_potential(
@@ -756,8 +998,8 @@ def calibrate_potential(
         >>> cal = calibrate_potential(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64),
         ...                           nbeta=100.0, step_sizes=[2e-3, 2e-4, 6.3e-5], num_draws=200,
         ...                           num_burnin=100, progress=False)
-        >>> cal.step_size  # 2e-3 is rejected for step-size bias (MALA acceptance 0.988 < 0.998)
-        0.0002
+        >>> round(cal.step_size, 6)  # 2e-3 is rejected for step-size bias; a refinement cell lands below it
+        0.000369
         >>> 0 < cal.step_size * (100.0 * 2 + 1) / 4 <= 0.05  # a small fraction of the stability limit
         True
     """
@@ -786,7 +1028,8 @@ def run_auto(run: Run, opts: LLCOptions) -> LLCResult:
     fixed target (the front doors pass the shared sampling tail on their target); the calibration
     summary is stored in ``result.checks.calibration``."""
     draws, burn = auto_budget(opts.num_draws, opts.num_burnin)
-    base = opts.replace(step_size=1.0, num_draws=draws, num_burnin=burn, checkpoint=None, checkpoint_every=None)
+    base = opts.replace(step_size=1.0, num_draws=draws, num_burnin=burn, checkpoint=None, checkpoint_every=None,
+                        callback=None)
     try:
         cal = _calibrate(run, base, step_sizes=None, localizations=[opts.localization],
                          nbetas=None if opts.nbeta is None else [opts.nbeta], min_accept=None,
@@ -794,12 +1037,13 @@ def run_auto(run: Run, opts: LLCOptions) -> LLCResult:
     except CalibrationError as e:
         raise CalibrationError(
             f'step_size="auto" found no step size (calibration cells of {draws} draws after {burn} burn-in steps, '
-            f"1/{AUTO_FRACTION} of the run's): {e} To go further, call slt_basins.calibrate / calibrate_potential "
-            "with those settings (step_sizes, localizations, nbetas, num_draws, num_burnin), or pass a numeric "
-            "step_size.", e.table) from None
+            f"1/{AUTO_FRACTION} of the run's): {e} To go further, call slt_basins.calibrate(...) or "
+            "calibrate_potential(...) directly (they take step_sizes=[...], localizations, nbetas, stop_early and "
+            "the cells' num_draws, num_burnin), or pass a numeric step_size.", e.table) from None
     result = run(opts.replace(step_size=cal.step_size))
     result.config["step_size_auto"] = True
     result.checks.calibration = dict(step_size=cal.step_size, reason=cal.reason, wall_time_s=cal.wall_time_s,
-                                     hessian_max_abs_eig=cal.hessian_max_abs_eig, rules=cal.rules,
+                                     hessian_max_abs_eig=cal.hessian_max_abs_eig, grid_origin=cal.grid_origin,
+                                     rules=cal.rules,
                                      table=cal.table.to_dict("records"))
     return result
