@@ -98,7 +98,7 @@ def main(out: str) -> None:
         def on_block(t, *_):
             if t >= 200:
                 raise KeyboardInterrupt
-        return real(*a, **k, on_block=on_block)
+        return real(*a, **{**k, "on_block": on_block})
 
     long = dict(num_draws=400)
     full, _ = run_case("pot_sgld", distributed=True, checkpoint=out + ".full", **long)

@@ -101,7 +101,7 @@ def test_model_minibatch_rmsprop_resume_after_interrupt_is_bit_identical(tmp_pat
     def interrupted(*a, **k):  # Ctrl-C right after the first block (steps 0–199) ends
         def on_block(t, *_):
             raise KeyboardInterrupt
-        return real(*a, **k, on_block=on_block)
+        return real(*a, **{**k, "on_block": on_block})
 
     monkeypatch.setattr(llc_mod, "run_chains", interrupted)
     path = tmp_path / "mlp.ckpt"
