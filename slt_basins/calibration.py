@@ -982,16 +982,8 @@ def calibrate_potential(
         localizations: γ values; default estimate_llc_potential's default γ = 1.
         step_sizes, sampler, num_chains, num_draws, num_burnin, seed: as in :func:`calibrate`.
         **estimate_kwargs: passed to every cell (``device``, ``divergence_bound``, ...).
-        min_accept: threshold of rule 2 on the 1-D equivalent MALA acceptance 1 − (1 − a)/√d (unadjusted
-            kernels; default 0.998 ≈ a 2 % variance inflation on a Gaussian) or on MALA's own acceptance
-            rate (default 0.5).
-        max_rhat: rule 2's bound on R-hat (default 1.1).
-        plateau_tol: rule 3's relative tolerance between neighbouring step sizes (default 0.02), on top of
-            2 combined MCSEs.
-        stop_early: scan each (nβ, γ) from the largest ε down and stop once its plateau is found; the cells
-            not run are kept in the table with ``ran=False``. False runs every cell (a fuller figure).
-        progress: a progress bar over cells (the cells themselves run silently; their warnings are
-            captured into the table's ``warnings`` column).
+        min_accept, max_rhat, plateau_tol, stop_early, progress: the rules and the scan, as in
+            :func:`calibrate`.
 
     Example:
         >>> import torch
