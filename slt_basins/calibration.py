@@ -902,7 +902,8 @@ def calibrate(
         progress: a progress bar over cells (the cells themselves run silently; their warnings are
             captured into the table's ``warnings`` column).
 
-    Cost: one 4-step pilot run (20 Hessian-vector products for h*) when the grid or nβ is defaulted,
+    Cost: one 4-step pilot run (at most 10 Hessian-vector products for h*, on one minibatch for a minibatch
+    model) when the grid or nβ is defaulted,
     then (num_burnin + num_draws) steps per cell that runs, up to 8× for the retries and comparison
     partners described in the module docstring, plus each cell's stability and MALA checks; cells
     where every chain diverges stop early. With ``stop_early`` a scan typically runs the diverging

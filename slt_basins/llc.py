@@ -134,12 +134,17 @@ def estimate_llc(
         device: where to sample (default: the model's device).
         divergence_bound: a chain is stopped and excluded when |nβ·(L_B(w_t) − L_B(w*))| exceeds it
             or its loss is non-finite (default 10·d + 100, far above any honest draw since λ ≤ d/2).
-        check_stability: estimate the top Hessian eigenvalue at w* and at the chains' final positions
-            (20 Hessian-vector products per point, at w* and at every non-diverged chain's end, on up to
-            2048 examples) to warn about unstable or biased
-            step sizes, and the MALA acceptance probability of 8 fresh proposals per chain from the
-            chains' final positions on the same examples (``checks["mala_accept"]``; near 1 means a
-            small discretisation bias).
+        check_stability: run the checks around sampling: the top Hessian eigenvalue (Lanczos, at most
+            10 Hessian-vector products per point, stopping within 3 %) at w* and at the final positions
+            of at most 4 non-diverged chains (``checks["stability_end_chains"]``), to warn about unstable
+            or biased step sizes; the Hessian's spectral density at w* (64 Hessian-vector products) for
+            the localization share (``checks["localization_share"]``, the ``LocalizationWarning``); and
+            the MALA acceptance of 8 fresh proposals per chain (``checks["mala_accept"]``, standard error
+            ≤ 0.5/√(8·chains); near 1 means a small discretisation bias). For a model they use one
+            subsample of ``config["check_examples"]`` examples, sized to cost about 5 % of the sampling
+            (at least one minibatch, at most 2048): on a minibatch-sized subsample the curvature is that
+            of a minibatch loss, an order-of-magnitude check. Their time is ``checks["checks_time_s"]``.
+            Pass False to skip them on large models.
         vectorize: run chains with ``torch.func.vmap`` (falls back to a loop, with a warning, for
             models that cannot be vmapped).
         progress: show a tqdm progress bar over steps.

@@ -11,6 +11,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import least_squares_linear
+
 from slt_basins import LLCWarning, LocalizationWarning, estimate_llc, estimate_llc_potential, llc_vs_localization
 from slt_basins import checks as C
 
@@ -65,15 +67,7 @@ def test_digits_mlp_near_zero_loss_warns_at_gamma_100():
 
 
 def least_squares():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(400, 3, generator=g)
-    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(400, generator=g)
-    model = nn.Linear(3, 1)
-    sol = torch.linalg.lstsq(torch.cat([x, torch.ones(400, 1)], 1), y[:, None]).solution
-    with torch.no_grad():
-        model.weight.copy_(sol[:3].T)
-        model.bias.copy_(sol[3])
-    return model, (x, y)
+    return least_squares_linear(noise=0.1)
 
 
 def test_linear_regression_at_its_minimum_is_silent_at_gamma_1():

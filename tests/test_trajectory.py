@@ -9,6 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import least_squares_linear
+
 import slt_basins.calibration as calibration
 import slt_basins.trajectory as trajectory
 from slt_basins import LLCWarning, estimate_llc
@@ -20,14 +22,7 @@ KW = dict(step_size=1e-3, localization=1.0, num_chains=4, num_draws=300, num_bur
 def regression_minima():
     """nn.Linear(3, 1) at the exact least-squares minimum, saved as three checkpoints: a regular model
     at its minimum, so λ = d/2 = 2 at each."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(400, 3, generator=g)
-    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 * torch.randn(400, generator=g)
-    model = nn.Linear(3, 1)
-    sol = torch.linalg.lstsq(torch.cat([x, torch.ones(400, 1)], 1), y[:, None]).solution
-    with torch.no_grad():
-        model.weight.copy_(sol[:3].T)
-        model.bias.copy_(sol[3])
+    model, (x, y) = least_squares_linear(noise=0.3)
     states = [{k: v.clone() for k, v in model.state_dict().items()} for _ in range(3)]
     return model, (x, y), states
 

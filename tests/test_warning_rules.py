@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import least_squares_linear
+
 from slt_basins import LLCWarning, estimate_llc, estimate_llc_potential
 from slt_basins import checks as C
 from slt_basins.result import Checks
@@ -58,15 +60,7 @@ def test_gradient_rule_thresholds():
 
 
 def least_squares(dtype):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(400, 3, generator=g, dtype=dtype)
-    y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=dtype) + 0.1 * torch.randn(400, generator=g, dtype=dtype)
-    model = nn.Linear(3, 1).to(dtype)
-    sol = torch.linalg.lstsq(torch.cat([x, torch.ones(400, 1, dtype=dtype)], 1), y[:, None]).solution
-    with torch.no_grad():
-        model.weight.copy_(sol[:3].T)
-        model.bias.copy_(sol[3])
-    return model, (x, y)
+    return least_squares_linear(noise=0.1, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
