@@ -106,7 +106,7 @@ def estimate_llc(
             100), scanning ε down from the stability limit at w* until the rules there settle
             (a few cheap diverging cells, then 2–4 full ones, some lengthened up to 8× to
             converge), then run with the chosen ε. On the toy suite's potentials the calibration
-            took 1.8–4.6× the time of the run itself (benchmarks/results/calibrate_toys.md): to pay
+            took 1.2–5.8× the time of the run itself (benchmarks/results/calibrate_toys.md): to pay
             it once for many runs, call :func:`slt_basins.calibrate` and reuse its ``settings``.
             The calibration table and the reason for the choice are in
             ``result.checks["calibration"]``; if no ε qualifies,
