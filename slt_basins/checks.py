@@ -333,21 +333,41 @@ def localization_share(theta: np.ndarray, tau: np.ndarray, d: int, nbeta: float,
     return d * total, share
 
 
-def gamma_for_share(theta: np.ndarray, tau: np.ndarray, nbeta: float, target: float = 0.5) -> float:
-    """The γ at which :func:`localization_share` equals ``target`` (bisection on log γ; the share grows
-    with γ). Below it the loss sets most of λ̂.
+def gamma_for_share(theta: np.ndarray, tau: np.ndarray, nbeta: float, gamma: float,
+                    target: float = 0.5) -> Optional[float]:
+    """The γ nearest to ``gamma`` (on a log scale) at which :func:`localization_share` crosses ``target``:
+    searching down from ``gamma`` when its share is above ``target`` (how far γ must be lowered for the
+    loss to set most of λ̂), up from it otherwise (how far γ can rise before γ sets it). The share is not
+    monotone in γ (it rises again near each cluster of small eigenvalues), so a global bisection can
+    land on a far crossing; this scans a log grid of 20 points per decade over 12 decades from ``gamma``
+    and refines the first crossing by bisection. None when there is no crossing within 12 decades.
 
-    >>> round(gamma_for_share(np.array([1.0]), np.array([1.0]), nbeta=100.0), 3)   # nβh = γ
+    >>> round(gamma_for_share(np.array([1.0]), np.array([1.0]), nbeta=100.0, gamma=1e3), 3)   # nβh = γ
+    100.0
+    >>> # a stiff and a very flat direction: lowering γ from 1e3 crosses 0.5 near 100, not near 1e-4
+    >>> round(gamma_for_share(np.array([1.0, 1e-6]), np.array([0.5, 0.5]), nbeta=100.0, gamma=1e3), 1)
     100.0
     """
-    lo, hi = -12.0, 12.0
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if localization_share(theta, tau, 1, nbeta, 10.0 ** mid)[1] < target:
-            lo = mid
-        else:
-            hi = mid
-    return 10.0 ** (0.5 * (lo + hi))
+    share = lambda g: localization_share(theta, tau, 1, nbeta, g)[1]  # noqa: E731
+    above = share(gamma) > target
+    step = -0.05 if above else 0.05
+    prev = np.log10(gamma)
+    for k in range(1, 241):
+        cur = np.log10(gamma) + step * k
+        s = share(10.0 ** cur)
+        if math.isnan(s):
+            return None
+        if (s <= target) if above else (s > target):
+            lo, hi = sorted((prev, cur))
+            for _ in range(40):  # the share is monotone within one grid cell of the scan
+                mid = 0.5 * (lo + hi)
+                if share(10.0 ** mid) < target:
+                    lo = mid
+                else:
+                    hi = mid
+            return float(10.0 ** (0.5 * (lo + hi)))
+        prev = cur
+    return None
 
 
 # --- warning rules -------------------------------------------------------------------------------
@@ -495,7 +515,7 @@ def rule_localization(e: Evidence) -> Optional[str]:
             f"{share:.2f} > {LOCALIZATION_SHARE_MAX:g}; 1 means λ̂ ∝ 1/γ), because nβ·h ≲ γ in most of the curvature "
             f"(nβ·h_max = {e.hyper.nbeta * (e.checks.hessian_max_abs_eig or math.nan):.3g}). λ̂ then measures the "
             "loss's curvature divided by γ as much as the basin's degeneracy. Lower γ"
-            + (f" (the share falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g})" if g50 else "")
+            + (f" (the share first falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g})" if g50 else "")
             + " with a step size small enough for it, or report λ̂ as a function of γ "
             "(slt_basins.llc_vs_localization).")
 

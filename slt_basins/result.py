@@ -78,7 +78,8 @@ class Checks:
             quadrature): λ̂ of the quadratic model of the loss at this γ (dimensionless).
         localization_share: −d log(quadratic_llc)/d log γ, from 0 (the loss sets λ̂) to 1 (λ̂ ∝ 1/γ, γ
             sets it); above 0.5 a :class:`~slt_basins.errors.LocalizationWarning` is issued.
-        localization_half: the γ at which that share is 0.5 (same units as γ).
+        localization_half: the γ nearest to the run's (log scale) at which that share crosses 0.5:
+            below the run's γ when the share is above 0.5, above it otherwise (same units as γ).
         diverged_at_step: chain id → step (burn-in included) at which that chain was stopped.
         resumed_from_step: the step a checkpoint was resumed from, or None.
         calibration: for ``step_size="auto"``, the calibration summary (chosen ε, reason, rules, table).

@@ -149,7 +149,7 @@ def _localization(grad_fn, p: Plan, checks: Checks, seed: int) -> None:
     d, nb, g = p.hyper.w_star.numel(), p.hyper.nbeta, p.hyper.localization
     checks.quadratic_llc, checks.localization_share = _checks.localization_share(*dens, d, nb, g)
     if math.isfinite(checks.localization_share):
-        checks.localization_half = _checks.gamma_for_share(*dens, nb)
+        checks.localization_half = _checks.gamma_for_share(*dens, nb, g)
 
 
 def _end_stability(p: Plan, run: ChainRun, grad_fn, checks: Checks, chain_ids: list) -> None:

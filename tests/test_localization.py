@@ -28,8 +28,15 @@ def test_density_reproduces_exact_spectral_sums():
     # Lanczos with d steps is exact per probe; the Rademacher average is unbiased (tol from 8 probes)
     assert quad == pytest.approx(float(c.sum()), rel=0.25)
     assert share == pytest.approx(exact_share, abs=0.1)
-    g50 = C.gamma_for_share(theta, tau, nbeta=10.0)
+    g50 = C.gamma_for_share(theta, tau, nbeta=10.0, gamma=1e3)
     assert C.localization_share(theta, tau, 5, 10.0, g50)[1] == pytest.approx(0.5, abs=1e-6)
+    # the share is not monotone in γ: 1 % stiff directions (nβh = 100) and 99 % very flat ones
+    # (nβh = 1e-4) give three crossings (near 1e-4, 1e-2 and 100); the nearest one is reported
+    two = (np.array([1.0, 1e-6]), np.array([0.01, 0.99]))
+    assert C.localization_share(*two, 2, 100.0, 1e-3)[1] > 0.5 > C.localization_share(*two, 2, 100.0, 1.0)[1]
+    assert C.gamma_for_share(*two, nbeta=100.0, gamma=1e3) == pytest.approx(100.0, rel=1e-2)  # down from 1e3
+    assert C.gamma_for_share(*two, nbeta=100.0, gamma=1.0) == pytest.approx(100.0, rel=1e-2)  # up from 1
+    assert C.gamma_for_share(*two, nbeta=100.0, gamma=1e-6) == pytest.approx(1.04e-4, rel=1e-2)
 
 
 def digits_mlp(steps=600):
