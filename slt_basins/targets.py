@@ -60,7 +60,7 @@ class PotentialTarget:
             w_star = torch.as_tensor(w_star, dtype=torch.float64)
         if not w_star.is_floating_point():
             w_star = w_star.to(torch.float64)
-        _check_device(opts.device, opts.device and torch.device(opts.device), "")
+        _check_cuda(opts.device)
         if opts.device is not None:
             w_star = w_star.to(opts.device)
         w_star = w_star.reshape(-1).detach().clone()
@@ -161,7 +161,7 @@ class ModelTarget:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         fm = FlatModel(model, opts.params)
-        _check_device(opts.device, fm.device, "move the model with model.to(device) first")
+        _check_device(opts.device, fm.device)
         _refuse_random_layers(model)
         tdata = as_data(data, device=fm.device, dtype=fm.dtype)
         batch_size = tdata.loader_batch_size if opts.batch_size is None else opts.batch_size
@@ -353,17 +353,22 @@ class ModelTarget:
             return torch.stack([self._loss_one(self.fm.w_star, self.data.take(b)) for b in batch])
 
 
-def _check_device(requested, actual: torch.device, fix: str) -> None:
-    """Refuse a ``device=`` that differs from where the model (or w*) lives, saying why."""
-    if requested is None:
-        return
-    dev = torch.device(requested)
-    if dev.type == "cuda" and not torch.cuda.is_available():
+def _check_cuda(requested) -> None:
+    """Refuse ``device="cuda"`` where CUDA is not available, saying so."""
+    if requested is not None and torch.device(requested).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={str(requested)!r} was requested, but CUDA is not available here "
                          "(torch.cuda.is_available() is False: no GPU, or a CPU-only PyTorch build). Leave device "
                          "unset to sample where the model is, or pass device='cpu'.")
+
+
+def _check_device(requested, actual: torch.device) -> None:
+    """Refuse a ``device=`` that differs from where the model lives, saying why."""
+    _check_cuda(requested)
+    if requested is None:
+        return
+    dev = torch.device(requested)
     if dev.type != actual.type or (dev.index is not None and dev != actual):
-        raise ValueError(f"the model is on {actual} but device={dev}; {fix}.")
+        raise ValueError(f"the model is on {actual} but device={dev}; move the model with model.to(device) first.")
 
 
 _RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
