@@ -188,7 +188,7 @@ class ObservedLLC:
     (Wang, Farrugia-Roberts, Hoogland, Carroll, Wei, Murfet 2024, arXiv:2410.02984).
 
     Attributes:
-        llc_mean, mcse: λ̂_obs and its ArviZ MCSE (dimensionless).
+        llc_mean, mcse: λ̂_obs and its MCSE (dimensionless; :func:`slt_basins.diagnostics.llc_mcse`).
         llc_trace, loss_trace: ``(chains, draws)`` per-draw values nβ·(L_obs,B(w_t) − L_obs,B(w*)) and
             L_obs,B(w_t) (loss units), for the chains kept in the main estimate.
         init_loss: L_obs(w*) on the whole observed dataset.
@@ -221,7 +221,8 @@ class LLCResult:
         llc_mean: λ̂ = nβ·(mean of post-burn-in L(w_t) − L(w*)), averaged over non-diverged chains.
         llc_std: standard deviation of the per-chain estimates (ddof=1); None with one chain.
         llc_per_chain: per-chain λ̂, one per row of the traces (``chain_ids`` gives the chain index).
-        mcse: Monte Carlo standard error of ``llc_mean`` from ArviZ (autocorrelation-aware). This is
+        mcse: Monte Carlo standard error of ``llc_mean``: the larger of ArviZ's autocorrelation-aware
+            MCSE and the between-chain standard error (:func:`slt_basins.diagnostics.llc_mcse`). This is
             the error bar of the sampler; it does not include the asymptotic biases of the estimator
             (localisation, step size, finite nβ; see "When not to trust a number" on the docs page
             Estimating the LLC).

@@ -232,7 +232,7 @@ def _observed(run: ChainRun, observers: dict) -> dict:
     out = {}
     for i, (name, t) in enumerate(observers.items()):
         llc_tr, loss_tr = run.observed["llc"][i][ok], run.observed["loss"][i][ok]
-        mean, mcse = float(llc_tr.mean()), diagnostics.mcse_mean(llc_tr)
+        mean, mcse = float(llc_tr.mean()), diagnostics.llc_mcse(llc_tr)
         if not (math.isfinite(mean) and math.isfinite(mcse)):
             warn(f"the observed dataset {name!r} gave a non-finite loss at some draws, so its λ̂_obs is not finite: "
                  "check that the model's loss on it is finite near w*.", LLCWarning)
@@ -288,7 +288,7 @@ def summarize(run: ChainRun, p: Plan, config: dict, checks: Checks, init_loss: f
     config["grad_evals"] = int(len(chain_ids) * run.steps_done * p.kernel.grads_per_step)
     llc_tr, loss_tr = run.llc[ok], run.loss[ok]
     per_chain = llc_tr.mean(axis=1)
-    mean, mcse = float(per_chain.mean()), diagnostics.mcse_mean(llc_tr)
+    mean, mcse = float(per_chain.mean()), diagnostics.llc_mcse(llc_tr)
     if not (math.isfinite(mean) and math.isfinite(mcse)):  # finite traces cannot give this; guard anyway
         raise SamplerDivergedError("the LLC estimate is not finite; " + ev.settings_hint, partial=run)
     checks.r_hat = diagnostics.rhat(llc_tr) if len(per_chain) > 1 else None
