@@ -1,0 +1,503 @@
+"""The DLN ladder (issue #13, item 1): λ̂ against Aoyagi's λ on random deep linear networks of 10²–10⁵ parameters.
+
+What. For each target size T ∈ {10², 10³, 10⁴, 10⁵} (``--sizes``) and shape k = 0, 1, … (``--shapes``) a random
+deep linear network at a *minimal* true point (every layer of rank exactly r, where the LLC equals Aoyagi's λ;
+``slt_basins.toys.DeepLinearNetwork``) is drawn, with Furman & Lau's settings (Furman & Lau 2024, "Estimating the
+local learning coefficient at scale", arXiv:2402.03698): n = 10⁵ noiseless teacher examples (``--n``), x ~ N(0, I),
+loss ``"mse"`` (mean over the batch *and* the outputs, slt_basins/losses.py), minibatch 500, γ = 1, nβ = n/log n.
+
+The generator (seeded; shape k of size T always gives the same network). Furman & Lau draw the number of layers
+and every width uniformly from a range per size class, then reduce the rank of the true parameter at random.
+Here, with ``rng = numpy.random.default_rng([log10 T, k, 2402])``:
+
+* the number of weight matrices L ~ U{L_min, …, L_max} and the L + 1 widths (input, hidden, output) i.i.d.
+  ~ U{H_min, …, H_max}, with (L_min, L_max, H_min, H_max) = (2, 5, 2, 10) for T = 10², (2, 5, 5, 50) for 10³,
+  (2, 10, 5, 100) for 10⁴ and (2, 10, 50, 500) for 10⁵ (the last three as in Furman & Lau's 10³, 10⁴ and
+  10⁵ classes; their smallest class is 10³, so the 10² range is ours, smaller in the same style);
+* the draw is repeated until d = Σ_l H_l·H_{l+1} lies within a factor 10^0.25 (0.56–1.78×) of T, so that d
+  lands near the target (the number of draws is the ``draws`` column);
+* the rank is reduced at random: r = min(widths) − u with u ~ U{0, …, min(widths) − 1}, so 1 ≤ r ≤ min(widths).
+  Unlike Furman & Lau, who reduce each matrix's rank separately (a true point that is in general not
+  minimal, where Aoyagi's formula is only a lower bound of the LLC), every layer gets the same rank r: the
+  teacher ``DeepLinearNetwork(widths, r, teacher_seed=1000·log10 T + k)`` has W_l = U_l diag(s_l) V_lᵀ with r
+  orthonormal columns and s_l ~ U[0.5, 1.5];
+* data ``dln.dataset(n, seed=1)``.
+
+Per network and sampler (``--samplers``; default the package's default ``sgld``) the table reports:
+
+* Aoyagi's λ and m (``dln.rlct()``), d;
+* λ̂ ± MCSE by the package's documented default recipe, ``estimate_llc(model, (x, y), "mse", localization=1,
+  batch_size=500, step_size="auto", sampler=..., seed=0)`` with the defaults otherwise (4 chains × (500 burn-in +
+  1,000 draws); ``--steps N`` replaces them by N // 3 burn-in + the rest as draws), its R-hat, its bulk ESS per
+  1,000 gradient evaluations (``result.summary()``, the run's own gradients, calibration not counted), the
+  chosen ε, the calibration's gradient evaluations and seconds, and the wall time (calibration included);
+  nothing is tuned against λ;
+* bias-corrected λ̂ (``--corrections``, default both): ``reweight`` calls ``estimate_llc_multitemperature(...,
+  method="reweight")`` (one run at n/log n; λ as the slope of E_β[n·L_n] against 1/β, with minibatches the
+  noise-corrected β²·Var(n·L_n)), ``sweep`` the multi-temperature sweep (5 nβ from n/log²n to n, fit
+  λ − (m − 1)/log nβ [+ ν/log² nβ] chosen by the "auto" rule). Both use the default recipe's sampler, batch,
+  γ, chains and steps, and the ε it chose at n/log n, the reference temperature of both (``--correction-step
+  auto`` calibrates again instead); the sweep scales ε across temperatures by its default
+  ``step_size_scaling``. Where ``method=`` does not exist in the checkout, the reweight column says so;
+  ``none``: no correction;
+* for T ≤ ``--mala-max-size`` (default 10³): a full-batch MALA reference of the same localised tempered
+  posterior, so that sampler error and finite-temperature bias are told apart. For noiseless linear-teacher
+  data L_n(w) − L_n(w*) = tr(D Σ̂ Dᵀ)/H_out exactly, with D = W_L⋯W_1 − P0 and Σ̂ = XᵀX/n the sufficient
+  statistic (benchmarks/time_to_accuracy.py does the same); written as ‖D·chol(Σ̂)‖²_F/H_out it costs no pass
+  over the n rows. ``estimate_llc_potential(K, w*, nbeta=n/log n, localization=1, sampler="mala")`` with 8
+  chains × ``--mala-steps`` (half burn-in); its ε is the largest of the calibration grid whose MALA acceptance
+  is ≥ 0.5 in a cell of 8 chains × (1,000 + 1,000) steps (``calibrate_potential`` with the R-hat and plateau
+  rules switched off: MALA is exact at any ε, so ε only sets the mixing). Its own acceptance rate over the
+  run is reported;
+* the 1-minute load average at the start and end of the row, the torch threads, and the seconds of each part.
+
+Targets (issue #13): the bias-corrected λ̂ within 10 % of λ at every size up to 10⁴; 10⁵ measured with its time,
+under 15 minutes per shape on 2 cores. GPU: not measured here (no GPU machine in this task).
+
+Usage: python benchmarks/dln_ladder.py [--sizes 1e2 1e3 1e4 1e5] [--shapes 3] [--samplers sgld ...]
+       [--steps N] [--n 100000] [--corrections reweight sweep | none] [--mala-steps 200000]
+       [--mala-max-size 1e3] [--shape-index K] [--threads 1] [--quick] [--no-save]
+
+``--quick``: n = 10⁴, the 10² size, one shape, 600 steps, MALA 4,000 steps; nothing saved.
+
+Writes benchmarks/results/dln_ladder.csv (rows of earlier runs with other settings are kept: a row is replaced
+only by one with the same size, shape, sampler, n and steps, so sizes can be run in separate invocations),
+dln_ladder.md (from the whole CSV, with each row's machine, load and git state) and dln_ladder.png (λ̂/λ against
+d, one marker per estimator, MCSE error bars, a band at ±10 %).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import os
+import subprocess
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from slt_basins import (CalibrationError, LLCWarning, SamplerDivergedError, calibrate_potential, estimate_llc,
+                        estimate_llc_multitemperature, estimate_llc_potential)
+from slt_basins.options import MODEL_DEFAULTS
+from slt_basins.toys import DeepLinearNetwork
+from _machine import machine
+
+OUT = Path(__file__).parent / "results"
+BATCH, GAMMA, SEED, DATA_SEED = 500, 1.0, 0, 1
+# (L_min, L_max, H_min, H_max) per log10 of the target size: the generator of the module docstring
+SIZE_CLASSES = {2: (2, 5, 2, 10), 3: (2, 5, 5, 50), 4: (2, 10, 5, 100), 5: (2, 10, 50, 500)}
+WINDOW = 10 ** 0.25  # d within a factor WINDOW of the target
+MALA_CHAINS = 8
+KEY = ["target", "shape", "sampler", "n", "num_burnin", "num_draws"]
+
+
+# -- the generator -------------------------------------------------------------------------------------------------
+def draw_shape(target: float, k: int) -> dict:
+    """Shape k of size class ``target``: widths, rank, teacher seed, d and the number of draws it took."""
+    e = int(round(math.log10(target)))
+    if e not in SIZE_CLASSES or not math.isclose(target, 10 ** e):
+        raise ValueError(f"size {target:g} is not one of 1e2, 1e3, 1e4, 1e5")
+    lmin, lmax, hmin, hmax = SIZE_CLASSES[e]
+    rng = np.random.default_rng([e, k, 2402])
+    for draws in range(1, 1_000_001):
+        L = int(rng.integers(lmin, lmax + 1))
+        widths = [int(v) for v in rng.integers(hmin, hmax + 1, size=L + 1)]
+        d = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+        if target / WINDOW <= d <= target * WINDOW:
+            break
+    else:  # pragma: no cover
+        raise RuntimeError(f"no shape of size {target:g} in 10⁶ draws")
+    r = min(widths) - int(rng.integers(0, min(widths)))
+    return dict(widths=widths, r=r, teacher_seed=1000 * e + k, d=d, draws=draws)
+
+
+# -- the exact loss through the sufficient statistic ---------------------------------------------------------------
+def exact_potential(dln: DeepLinearNetwork, x: torch.Tensor):
+    """(K, w*): K(w) = L_n(w) − L_n(w*) for the noiseless teacher data, on (chains, d) parameters, as
+    ‖(W_L⋯W_1 − P0)·R‖²_F / H_out with R Rᵀ = Σ̂ = XᵀX/n (exact: y = P0 x row by row)."""
+    Ws = dln.teacher()
+    P0 = Ws[0]
+    for W in Ws[1:]:
+        P0 = W @ P0
+    R = torch.linalg.cholesky(x.T @ x / x.shape[0])
+    shapes, sizes = [W.shape for W in Ws], [W.numel() for W in Ws]
+    out = P0.shape[0]
+
+    def K(w):
+        parts = torch.split(w, sizes, dim=1)
+        P = parts[0].reshape(-1, *shapes[0])
+        for p, s in zip(parts[1:], shapes[1:]):
+            P = p.reshape(-1, *s) @ P
+        D = (P - P0) @ R
+        return (D * D).sum((1, 2)) / out
+
+    return K, torch.cat([W.reshape(-1) for W in Ws])
+
+
+# -- the estimators -----------------------------------------------------------------------------------------------
+def _messages(caught) -> str:
+    return " | ".join(sorted({str(w.message)[:90] for w in caught}))
+
+
+def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
+    """The package's documented default recipe; (result or None, row fields)."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            r = estimate_llc(model, data, "mse", localization=GAMMA, batch_size=BATCH, step_size="auto",
+                             sampler=sampler, num_burnin=burnin, num_draws=draws, seed=SEED, progress=False)
+        except (SamplerDivergedError, CalibrationError, ValueError, TypeError) as e:
+            return None, dict(wall_s=time.perf_counter() - t0, note=f"{type(e).__name__}: {str(e)[:300]}")
+    wall = time.perf_counter() - t0
+    cal = r.checks["calibration"]
+    t = pd.DataFrame(cal["table"])
+    t = t[t.ran.astype(bool)]
+    summ = r.summary().loc["llc"]
+    return r, dict(
+        step_size=float(r.config["step_size"]), llc=float(r.llc_mean), mcse=float(r.mcse),
+        r_hat=float(r.checks["r_hat"]), ess_bulk=float(summ["ess_bulk"]),
+        ess_per_1k_grad=float(summ["ess_bulk_per_1k_grad"]), grad_evals=int(r.grad_evals),
+        calib_grad_evals=int((t.num_chains * (t.num_draws + t.num_burnin)).sum()), calib_cells=int(len(t)),
+        calib_s=float(cal["wall_time_s"]), run_s=float(r.checks["wall_time_s"]),
+        checks_s=float(r.checks.get("checks_time_s") or 0.0), wall_s=wall,
+        mala_probe_accept=r.checks.get("mala_accept"), step_stability_end=r.checks.get("step_stability_end"),
+        diverged=len(r.diverged), note=_messages(caught))
+
+
+def has_reweight() -> bool:
+    return "method" in inspect.signature(estimate_llc_multitemperature).parameters
+
+
+def correction(method: str, model, data, sampler: str, eps, burnin: int, draws: int) -> dict:
+    """A bias-corrected λ̂ by ``estimate_llc_multitemperature`` (``method="reweight"`` or the sweep)."""
+    p = f"{method}_"
+    if method == "reweight" and not has_reweight():
+        return {p + "note": "not available: estimate_llc_multitemperature has no method= argument in this checkout"}
+    kw = dict(step_size=eps, localization=GAMMA, batch_size=BATCH, sampler=sampler, num_burnin=burnin,
+              num_draws=draws, seed=SEED, progress=False)
+    if method == "reweight":
+        kw["method"] = "reweight"
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mt = estimate_llc_multitemperature(model, data, "mse", **kw)
+        except (SamplerDivergedError, CalibrationError, ValueError, TypeError) as e:
+            return {p + "wall_s": time.perf_counter() - t0, p + "note": f"{type(e).__name__}: {str(e)[:300]}"}
+    tab = mt.table
+    m = getattr(mt, "multiplicity", None)
+    eps_col = tab["step_size"] if "step_size" in tab else [float("nan")] * len(tab)
+    out = {p + "llc": float(mt.llc_mean), p + "se": float(mt.mcse), p + "m": float("nan") if m is None else float(m),
+           p + "fit": str(getattr(mt, "fit", method)), p + "wall_s": time.perf_counter() - t0,
+           p + "temperatures": "; ".join(f"nβ {t:.4g}: {v:.4g} ± {s:.2g}" + (f" (ε {e:.2g})" if e == e else "")
+                                         for t, v, s, e in zip(tab["nbeta"], tab["llc_mean"], tab["mcse"], eps_col)),
+           p + "note": _messages(caught)}
+    if "r_hat" in tab:
+        out[p + "r_hat_max"] = float(pd.to_numeric(tab["r_hat"], errors="coerce").max())
+    elif getattr(mt, "r_hat", None) is not None:
+        out[p + "r_hat_max"] = float(mt.r_hat)
+    if hasattr(mt, "slope"):  # the reweighting's local slope dλ̂/dlog nβ and its plain λ̂(t₀)
+        out[p + "slope"], out[p + "slope_se"] = float(mt.slope), float(mt.slope_se)
+    return out
+
+
+def mala_reference(dln, x, n: int, steps: int) -> dict:
+    """Full-batch MALA on the exact L_n (module docstring): ε from the acceptance scan, then 8 chains × steps."""
+    K, w_star = exact_potential(dln, x)
+    nbeta = n / math.log(n)
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cal = calibrate_potential(K, w_star, nbeta=nbeta, sampler="mala", num_chains=MALA_CHAINS, num_draws=1000,
+                                      num_burnin=1000, max_rhat=1e9, plateau_tol=1e9, seed=SEED, progress=False)
+            eps = float(cal.step_size)
+            t1 = time.perf_counter()
+            r = estimate_llc_potential(K, w_star, nbeta=nbeta, localization=GAMMA, sampler="mala", step_size=eps,
+                                       num_chains=MALA_CHAINS, num_burnin=steps // 2, num_draws=steps - steps // 2,
+                                       seed=SEED, progress=False)
+        except (SamplerDivergedError, CalibrationError) as e:
+            return dict(mala_wall_s=time.perf_counter() - t0, mala_note=f"{type(e).__name__}: {str(e)[:300]}")
+    return dict(mala_llc=float(r.llc_mean), mala_mcse=float(r.mcse), mala_r_hat=float(r.checks["r_hat"]),
+                mala_accept=float(r.checks["mala_accept"]), mala_eps=eps, mala_steps=steps,
+                mala_calib_s=t1 - t0, mala_wall_s=time.perf_counter() - t0, mala_note=_messages(caught))
+
+
+# -- one network -----------------------------------------------------------------------------------------------------
+def git_state() -> str:
+    def git(*a):
+        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout
+    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
+    return git("rev-parse", "--short", "HEAD").strip() + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
+
+
+def run_shape(target: float, k: int, args) -> list[dict]:
+    shape = draw_shape(target, k)
+    dln = DeepLinearNetwork(shape["widths"], shape["r"], teacher_seed=shape["teacher_seed"])
+    truth = dln.rlct()
+    assert dln.d == shape["d"]
+    x, y = dln.dataset(args.n, seed=DATA_SEED)
+    base = dict(target=int(target), shape=k, widths=str(shape["widths"]), r=shape["r"], d=shape["d"],
+                draws=shape["draws"], lam=float(truth.value), m=int(truth.multiplicity), n=args.n,
+                nbeta=args.n / math.log(args.n), num_burnin=args.burnin, num_draws=args.draws,
+                threads=torch.get_num_threads(), machine=machine(), git=git_state(),
+                date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+    print(f"\n== size {target:g}, shape {k}: widths {shape['widths']}, r = {shape['r']}, d = {shape['d']}, "
+          f"λ = {float(truth.value):g}, m = {truth.multiplicity}", flush=True)
+    ref = {}
+    if target <= args.mala_max_size:
+        load = os.getloadavg()[0]
+        ref = mala_reference(dln, x, args.n, args.mala_steps)
+        ref["mala_load"] = load
+        print("MALA reference:", {k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in ref.items()}, flush=True)
+    rows = []
+    for sampler in args.samplers:
+        load0, t0 = os.getloadavg()[0], time.perf_counter()
+        r, fields = default_recipe(dln.model(), (x, y), sampler, args.burnin, args.draws)
+        row = {**base, "sampler": sampler, **fields}
+        print(f"{sampler}: " + ", ".join(f"{k_} = {v:.4g}" if isinstance(v, float) else f"{k_} = {v}"
+                                         for k_, v in fields.items()), flush=True)
+        for method in args.corrections:
+            if r is None:
+                break
+            eps = row["step_size"] if args.correction_step == "recipe" else "auto"
+            c = correction(method, dln.model(), (x, y), sampler, eps, args.burnin, args.draws)
+            row.update(c)
+            print(f"  correction {method}: " + ", ".join(f"{k_} = {v:.4g}" if isinstance(v, float) else f"{k_} = {v}"
+                                                         for k_, v in c.items()), flush=True)
+        row.update(ref)
+        row.update(load_start=load0, load_end=os.getloadavg()[0], row_wall_s=time.perf_counter() - t0
+                   + ref.get("mala_wall_s", 0.0))
+        rows.append(row)
+    return rows
+
+
+# -- report ------------------------------------------------------------------------------------------------------------
+def _f(v, fmt="{:.4g}"):
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
+
+
+def _pm(df_row, a, b):
+    v, s = df_row.get(a), df_row.get(b)
+    if v is None or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "—"
+    return f"{v:.4g} ± {s:.2g} ({v / df_row['lam']:.3f})"
+
+
+def corrected(row) -> tuple:
+    """(value, s.e., method) of the bias-corrected λ̂: reweight when measured, else the sweep."""
+    for m in ("reweight", "sweep"):
+        v = row.get(f"{m}_llc")
+        if v is not None and isinstance(v, float) and math.isfinite(v):
+            return v, row.get(f"{m}_se"), m
+    return float("nan"), float("nan"), None
+
+
+def default_steps(df: pd.DataFrame) -> pd.Series:
+    return (df.num_burnin == MODEL_DEFAULTS.num_burnin) & (df.num_draws == MODEL_DEFAULTS.num_draws)
+
+
+def figure(df: pd.DataFrame, path: Path) -> None:
+    """λ̂/λ against d: one marker per estimator (filled: default budget; hollow: short timing runs)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    ax.axhspan(0.9, 1.1, color="0.88", label="±10 % of λ")
+    ax.axhline(1.0, color="k", lw=0.8)
+    refs = df.drop_duplicates(["target", "shape", "n"])
+    series = [(f"default recipe ({s})", df[df.sampler == s], "llc", "mcse", "o", 1.0) for s in sorted(df.sampler.unique())]
+    series += [("reweight (method='reweight')", df, "reweight_llc", "reweight_se", "s", 1.07),
+               ("sweep (5 temperatures)", df, "sweep_llc", "sweep_se", "D", 1.14),
+               ("full-batch MALA reference", refs, "mala_llc", "mala_mcse", "^", 0.93)]
+    for i, (label, sub, col, se, marker, shift) in enumerate(series):
+        if col not in sub or sub[col].isna().all():
+            continue
+        sub = sub[sub[col].notna()]
+        color = f"C{i}"
+        is_full = default_steps(sub) | (col == "mala_llc")  # MALA has its own budget (--mala-steps)
+        for full, part in ((True, sub[is_full]), (False, sub[~is_full])):
+            if len(part):
+                ax.errorbar(part.d * shift, part[col] / part.lam, yerr=part[se] / part.lam, fmt=marker, ms=5,
+                            capsize=2, color=color, mfc=color if full else "none",
+                            label=label + ("" if full else ", short timing run"))
+    ax.set_xscale("log")
+    ax.set_xlabel("number of parameters d")
+    ax.set_ylabel("λ̂ / λ (Aoyagi)")
+    ns = ", ".join(f"{v:,}" for v in sorted(df.n.unique()))
+    ax.set_title(f"DLN ladder: n = {ns}, batch {BATCH}, γ = {GAMMA:g}, nβ = n/log n (error bars: MCSE)", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def projection(df: pd.DataFrame) -> list[str]:
+    """Projected seconds per shape at the default budget (from every row's measured parts, short ones included)."""
+    steps = MODEL_DEFAULTS.num_burnin + MODEL_DEFAULTS.num_draws
+    lines = ["| size | rows | ms per step (4 chains) | calibration s | recipe s (projected, default budget) "
+             "| + sweep s (5 temperatures, projected) | per shape, recipe + correction | MALA reference s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for target, g in df[df.run_s.notna()].groupby("target"):
+        ms = 1000 * g.run_s / (g.num_burnin + g.num_draws)
+        check_share = (g.checks_s / g.run_s).mean()
+        recipe = g.calib_s.mean() + (1 + check_share) * steps * ms.mean() / 1000
+        sweep = 5 * (1 + check_share) * steps * ms.mean() / 1000
+        mala = g.drop_duplicates(["shape", "n"]).get("mala_wall_s")
+        lines.append(f"| {target:.0e} | {len(g)} | {ms.mean():.3g} (range {ms.min():.3g}–{ms.max():.3g}) | "
+                     f"{g.calib_s.mean():.0f} (range {g.calib_s.min():.0f}–{g.calib_s.max():.0f}) | {recipe:.0f} | "
+                     f"{sweep:.0f} | {(recipe + sweep) / 60:.1f} min | "
+                     f"{_f(None if mala is None or mala.isna().all() else float(mala.mean()), '{:.0f}')} |")
+    return lines
+
+
+def write_md(df: pd.DataFrame, path: Path) -> None:
+    full = df[default_steps(df)]
+    sizes_done = {t: int(g["shape"].nunique()) for t, g in full.groupby("target")}
+    missing = [f"{t:.0e}" for t in (100, 1000, 10_000, 100_000) if sizes_done.get(t, 0) < 3]
+    no_corr = full[[not math.isfinite(corrected(r)[0]) for _, r in full.iterrows()]] if len(full) else full
+    partial = bool(missing) or len(no_corr) > 0
+    L = ["# DLN ladder: λ̂ against Aoyagi's λ on random deep linear networks", ""]
+    if partial:
+        L += [f"**Partial.** Sizes without 3 shapes at the default budget: {', '.join(missing) or 'none'}; rows "
+              f"without a bias-corrected λ̂: {len(no_corr)}"
+              + (" (estimate_llc_multitemperature has no method='reweight' in the checkout that ran them)"
+                 if not has_reweight() else "") + ".", ""]
+    L += ["Settings (Furman & Lau 2024, arXiv:2402.03698): noiseless teacher data, x ~ N(0, I), loss \"mse\" (mean "
+          f"over the batch and the outputs), batch {BATCH}, γ = {GAMMA:g}, nβ = n/log n. Default recipe: "
+          "`estimate_llc(model, data, \"mse\", localization=1, batch_size=500, step_size=\"auto\", seed=0)`, 4 chains × "
+          "(500 burn-in + 1,000 draws). Shapes: the generator of `benchmarks/dln_ladder.py` (widths and depth drawn "
+          "per size class, d within 0.56–1.78× the target, a random rank r shared by every layer: minimal points).",
+          "", "Machines, loads and code of the rows:", ""]
+    for (mach, thr), g in df.groupby(["machine", "threads"]):
+        L.append(f"- {mach}; torch threads {thr}: {len(g)} rows, 1-minute load average {g.load_start.min():.1f}–"
+                 f"{g.load_start.max():.1f} at the start of a row and {g.load_end.min():.1f}–{g.load_end.max():.1f} at "
+                 f"its end; code {', '.join(sorted(g.git.unique()))}; {', '.join(sorted(g.date.str[:10].unique()))}.")
+    L += ["", "## λ̂ per network (default budget)", "",
+          "λ̂/λ in brackets. ESS per 1k grad: bulk ESS of the run per 1,000 gradient evaluations of the run "
+          "(calibration not counted; its evaluations are in the CSV). Wall: calibration + run + checks.", "",
+          "| size | shape | widths | r | d | λ (m) | sampler | ε (auto) | λ̂ ± MCSE (default recipe) | R-hat | "
+          "ESS/1k grad | wall s | reweight λ̂ ± s.e. | sweep λ̂ ± s.e. (fit) | MALA reference ± MCSE (acc.; R-hat) |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in full.sort_values(["target", "shape", "sampler"]).iterrows():
+        corr = [_pm(r, f"{m}_llc", f"{m}_se") for m in ("reweight", "sweep")]
+        for i, m in enumerate(("reweight", "sweep")):
+            if corr[i] == "—" and isinstance(r.get(f"{m}_note"), str) and r.get(f"{m}_note", "").startswith("not avail"):
+                corr[i] = "not available"
+        if corr[1] != "—" and isinstance(r.get("sweep_fit"), str):
+            corr[1] += f" ({r['sweep_fit']})"
+        mala = _pm(r, "mala_llc", "mala_mcse")
+        if mala != "—":
+            mala += f" (acc. {r['mala_accept']:.2f}; R-hat {r['mala_r_hat']:.3f})"
+        elif isinstance(r.get("mala_note"), str) and r.get("mala_note"):
+            mala = r["mala_note"][:60]
+        L.append(f"| {r['target']:.0e} | {r['shape']} | {r['widths']} | {r['r']} | {r['d']} | {r['lam']:g} ({r['m']}) | "
+                 f"{r['sampler']} | {_f(r.get('step_size'), '{:.3g}')} | {_pm(r, 'llc', 'mcse')} | "
+                 f"{_f(r.get('r_hat'), '{:.3f}')} | {_f(r.get('ess_per_1k_grad'), '{:.3g}')} | "
+                 f"{_f(r.get('wall_s'), '{:.0f}')} | {corr[0]} | {corr[1]} | {mala} |")
+    L += ["", "## Seconds per row (1 torch thread on 2 shared cores)", "",
+          "| size | shape | sampler | steps | calibration s (cells) | run s | checks s | recipe wall s | "
+          "sweep s | reweight s | MALA s (of which ε scan) | row total s | load start → end |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in df.sort_values(["target", "shape", "sampler", "num_draws"]).iterrows():
+        L.append(f"| {r['target']:.0e} | {r['shape']} | {r['sampler']} | {r['num_burnin']} + {r['num_draws']} | "
+                 f"{_f(r.get('calib_s'), '{:.0f}')} ({_f(r.get('calib_cells'), '{:.0f}')}) | {_f(r.get('run_s'), '{:.1f}')} | "
+                 f"{_f(r.get('checks_s'), '{:.1f}')} | {_f(r.get('wall_s'), '{:.0f}')} | {_f(r.get('sweep_wall_s'), '{:.0f}')} | "
+                 f"{_f(r.get('reweight_wall_s'), '{:.0f}')} | {_f(r.get('mala_wall_s'), '{:.0f}')} "
+                 f"({_f(r.get('mala_calib_s'), '{:.0f}')}) | {_f(r.get('row_wall_s'), '{:.0f}')} | "
+                 f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
+    L += ["", "## Projected cost per shape at the default budget", "",
+          "From the measured rows of each size (short-budget rows included: their calibration cells have the same "
+          "size as the default run's, 100 burn-in + 200 draws, so their calibration time is the default's; the run "
+          "is projected as 1,500 steps at the measured time per step, plus the checks' measured share; the sweep as "
+          "5 temperatures of the same run without calibration).", ""] + projection(df)
+    L += ["", "## Targets", ""]
+    for t in (100, 1000, 10_000):
+        g = full[full.target == t]
+        parts = []
+        for m in ("reweight", "sweep"):
+            col = f"{m}_llc"
+            q = (g[col] / g.lam).dropna() if col in g else pd.Series(dtype=float)
+            if len(q):
+                ok = bool(((q - 1).abs() <= 0.1).all())
+                parts.append(f"{m} **{'met' if ok else 'NOT met'}** on {len(q)} row(s) (λ̂/λ "
+                             f"{', '.join(f'{v:.3f}' for v in q)})")
+        L.append(f"- {t:.0e}: bias-corrected λ̂ within 10 % of λ: " + ("; ".join(parts) if parts else "**not measured**")
+                 + ".")
+    g = df[df.target == 100_000]
+    if len(g):
+        L.append(f"- 1e+05: measured rows: {len(g)} ({', '.join(f'{s} + {d_} steps' for s, d_ in zip(g.num_burnin, g.num_draws))}); "
+                 f"recipe wall {', '.join(f'{v:.0f} s' for v in g.wall_s)}; the 15-minute-per-shape target is judged on "
+                 "the full default budget with its correction (see the projection above).")
+    else:
+        L.append("- 1e+05: **not measured**.")
+    L += ["- GPU: not measured (no GPU machine in this task).", "",
+          "Figure: `dln_ladder.png` (λ̂/λ against d; filled markers: default budget, hollow: short timing runs; "
+          "error bars: MCSE or the fit's s.e.; grey band: ±10 %). Every column of every row: `dln_ladder.csv`."]
+    path.write_text("\n".join(L) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=float, nargs="+", default=[1e2, 1e3, 1e4, 1e5])
+    ap.add_argument("--shapes", type=int, default=3, help="shapes 0 … SHAPES−1 per size")
+    ap.add_argument("--shape-index", type=int, nargs="+", default=None, help="run only these shape indices")
+    ap.add_argument("--samplers", nargs="+", default=[MODEL_DEFAULTS.sampler])
+    ap.add_argument("--steps", type=int, default=None,
+                    help="steps per chain (a third burn-in); default the package's 500 burn-in + 1000 draws")
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--corrections", nargs="+", default=["reweight", "sweep"], choices=["reweight", "sweep", "none"])
+    ap.add_argument("--correction-step", choices=["recipe", "auto"], default="recipe",
+                    help="ε of the corrections: the default recipe's chosen ε (at n/log n), or step_size='auto' again")
+    ap.add_argument("--mala-steps", type=int, default=200_000, help="MALA reference steps per chain (half burn-in)")
+    ap.add_argument("--mala-max-size", type=float, default=1e3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="n = 10⁴, size 10², one shape, 600 steps; nothing saved")
+    ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--out", type=Path, default=OUT, help="folder of the CSV, md and png (default benchmarks/results)")
+    args = ap.parse_args()
+    if args.quick:  # nothing saved, unless --out names another folder
+        args.n, args.sizes, args.shapes, args.steps, args.mala_steps = 10_000, [1e2], 1, 600, 4000
+        args.no_save = args.no_save or args.out == OUT
+    torch.set_num_threads(args.threads)
+    if args.steps is None:
+        args.burnin, args.draws = MODEL_DEFAULTS.num_burnin, MODEL_DEFAULTS.num_draws
+    else:
+        args.burnin, args.draws = args.steps // 3, args.steps - args.steps // 3
+    methods = [c for c in dict.fromkeys(args.corrections) if c != "none"]
+    args.corrections = methods
+    print(f"{machine()}; corrections: {methods or 'none'} (method='reweight' "
+          f"{'available' if has_reweight() else 'not available'} in this checkout)", flush=True)
+    rows = []
+    for target in args.sizes:
+        for k in (args.shape_index if args.shape_index is not None else range(args.shapes)):
+            rows += run_shape(target, k, args)
+            if not args.no_save:  # after every shape, so that an interrupted ladder keeps what it measured
+                save(pd.DataFrame(rows), args.out)
+    df = pd.DataFrame(rows)
+    print(df.drop(columns=["machine", "note"], errors="ignore").to_string(index=False))
+
+
+def save(df: pd.DataFrame, out: Path) -> None:
+    """Merge ``df`` into out/dln_ladder.csv (rows with the same KEY replaced) and redraw the md and png."""
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / "dln_ladder.csv"
+    if csv.exists():  # keep rows of earlier runs with other (size, shape, sampler, n, steps)
+        old = pd.read_csv(csv)
+        old = old[~old.set_index(KEY).index.isin(df.set_index(KEY).index)]
+        df = pd.concat([old, df], ignore_index=True)
+    df = df.sort_values(KEY, kind="stable").reset_index(drop=True)
+    df.to_csv(csv, index=False)
+    write_md(df, out / "dln_ladder.md")
+    figure(df, out / "dln_ladder.png")
+    print(f"wrote {csv}, {out / 'dln_ladder.md'} and {out / 'dln_ladder.png'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
