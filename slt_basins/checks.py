@@ -384,6 +384,7 @@ class Evidence(NamedTuple):
     diverged: list
     kept_chains: int
     divergence_bound: float
+    subsample: Optional[tuple] = None  # (examples the checks used, n) for a model; None for a potential
 
     @property
     def settings_hint(self) -> str:
@@ -455,6 +456,15 @@ def _stability_effect(e: Evidence, ratio: float) -> str:
     return "the stiffest direction is under-resolved, which biases λ̂"
 
 
+def _subsample_note(e: Evidence) -> str:
+    """How the checks' curvature was measured, when it was on a subsample of the data (empty otherwise)."""
+    if e.subsample is None or e.subsample[0] >= e.subsample[1]:
+        return ""
+    m, n = e.subsample
+    return (f" (h_max was measured on {m} of the {n} examples; a small subsample's top eigenvalue can differ from "
+            "the full data's several-fold, so confirm with slt_basins.checks.CHECK_SHARE = 1.0 before acting on it)")
+
+
 def rule_stability_start(e: Evidence) -> Optional[str]:
     """The step size is too large for the curvature at w*."""
     s = e.checks.step_stability
@@ -462,7 +472,7 @@ def rule_stability_start(e: Evidence) -> Optional[str]:
         return None
     return (f"{e.stability_formula} = {s:.3g} at w* (h_max = {e.checks.hessian_max_abs_eig:.3g} is the largest "
             f"Hessian eigenvalue): {_stability_effect(e, s)}. Lower step_size to ≤ "
-            f"{0.1 * e.hyper.step_size / s:.2g} for a bias under about 11 %.")
+            f"{0.1 * e.hyper.step_size / s:.2g} for a bias under about 11 %{_subsample_note(e)}.")
 
 
 def rule_stability_end(e: Evidence) -> Optional[str]:
@@ -473,7 +483,7 @@ def rule_stability_end(e: Evidence) -> Optional[str]:
     where = (", larger than at w*: the chains moved into stiffer regions. There " if start is not None else ": there ")
     return (f"at the chains' final positions {e.stability_formula} = {end:.3g} (h_max = "
             f"{e.checks.hessian_max_abs_eig_end:.3g}){where}{_stability_effect(e, end)}. Lower step_size to ≤ "
-            f"{0.1 * e.hyper.step_size / end:.2g} or raise localization.")
+            f"{0.1 * e.hyper.step_size / end:.2g} or raise localization{_subsample_note(e)}.")
 
 
 def rule_curvature_nan(e: Evidence) -> Optional[str]:

@@ -275,8 +275,9 @@ def summarize(run: ChainRun, p: Plan, config: dict, checks: Checks, init_loss: f
     if run.stopped_early:
         warn(f"the callback stopped sampling after {run.steps_done} steps; the result uses the {run.llc.shape[1]} "
              "draws taken so far.", LLCWarning)
+    m, n = config.get("check_examples"), config.get("n")
     ev = _checks.Evidence(math.nan, math.nan, int(config["d"]), checks, p.kernel, p.hyper, bad, int(ok.sum()),
-                          p.divergence_bound)
+                          p.divergence_bound, None if m is None or n is None else (int(m), int(n)))
     if not ok.any():
         raise SamplerDivergedError(
             f"all {len(chain_ids)} chains diverged (loss non-finite or |nβ·(L(w_t) − L(w*))| > "

@@ -28,6 +28,16 @@ def test_unstable_ratio_is_called_unstable_not_a_variance_inflation():
         assert "inflated by about 1/(1−0.5) = 2" in mild, mild
 
 
+def test_stability_warnings_say_when_the_curvature_came_from_a_subsample():
+    for rule, start in ((C.rule_stability_start, 0.27), (C.rule_stability_end, 0.05)):
+        vals = {"step_stability": start, "step_stability_end": 0.27, "hessian_max_abs_eig": 7.0,
+                "hessian_max_abs_eig_end": 7.0}
+        whole = rule(evidence(**vals)._replace(subsample=(2048, 2048)))
+        part = rule(evidence(**vals)._replace(subsample=(32, 2048)))
+        assert "measured on" not in whole
+        assert "measured on 32 of the 2048 examples" in part and "CHECK_SHARE = 1.0" in part, part
+
+
 def test_estimate_above_half_d_warns_only_beyond_three_mcse():
     assert C.rule_above_half_d(evidence(llc=5.2, mcse=0.1, d=10)) is None  # 5.2 − 0.3 ≤ 5
     assert "exceeds d/2 = 5" in C.rule_above_half_d(evidence(llc=5.4, mcse=0.1, d=10))
