@@ -131,6 +131,18 @@ def test_verdicts_name_the_target_and_the_responsible_bias():
     assert "step-size" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16))
     assert "minibatch" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16, step_stability_end=0.01))
     assert "no target above 10⁴" in _verdict(dict(net, d=19800, llc=200.0, rel_err_lambda=-0.86))
+    quick = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166, quick=True))
+    assert "quick: not converged" in quick and "not mixed" not in quick and "step-size" not in quick
+    assert _verdict(dict(net, llc=20.0, rel_err_lambda=-0.07, quick=True)) == "meets: within 10% of λ"
+
+
+def test_quick_suite_shortens_dln_rows_only():
+    full, quick = {c.name: c for c in suite()}, {c.name: c for c in suite(quick=True)}
+    for name, c in quick.items():
+        if c.group == "RRR":
+            assert (c.num_draws, c.quick) == (full[name].num_draws, False)
+        elif c.group == "DLN":
+            assert c.quick and c.num_draws == full[name].num_draws // 4
 
 
 def test_markdown_table_has_one_row_per_case_and_no_stray_pipes():
