@@ -803,8 +803,7 @@ def _grid_plan(run: Run, base: LLCOptions, step_sizes, gammas: list[float], nbet
     h_grid = None
     if grid is None:
         h_grid, origin = _grid_origin(run, base, h_star, max(nb_in), min(gammas))
-    sampler = base.kernel.name
-    return [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_grid, nb, g, sampler))
+    return [(nb, g, sorted(grid, reverse=True) if grid is not None else default_step_sizes(h_grid, nb, g, base.kernel))
             for nb in sorted(nb_in, reverse=True) for g in sorted(gammas)], h_star, origin
 
 

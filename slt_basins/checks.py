@@ -395,7 +395,8 @@ class Evidence(NamedTuple):
     @property
     def stability_formula(self) -> str:
         if self.kernel.preconditioner is not None:
-            return "ε·(nβ·h_max + γ·max G)/4 (h_max of the preconditioned Hessian G^½HG^½)"
+            return (f"ε·(nβ·h_max + γ·max G)/{self.kernel.stability_divisor or 4.0:.3g} (h_max of the preconditioned "
+                    "Hessian G^½HG^½)")
         return f"ε·(nβ·h_max + γ)/{self.kernel.stability_divisor:g}"
 
 

@@ -117,12 +117,17 @@ def estimate_llc(
         batch_size: minibatch size per chain and step; None uses the full data (a DataLoader's own
             batch size is used when ``data`` is a DataLoader). The baseline L_B(w*) is evaluated on
             the same minibatch as L_B(w_t).
-        sampler: ``"sgld"`` (default), ``"rmsprop_sgld"`` (diagonal RMSprop preconditioner adapted
-            during burn-in from the loss gradients only, then frozen), ``"sgnht"`` (momentum with a
-            Nosé–Hoover thermostat; η = ε/2), ``"mala"`` (Metropolis-adjusted, exact at any ε,
-            full batch only), or a :class:`~slt_basins.samplers.Kernel` built with options, e.g.
+        sampler: ``"sgld"`` (default), ``"rmsprop_sgld"`` (diagonal metric G = 1/(√v̂ + δ), v̂ the
+            bias-corrected mean of squared loss gradients from v₀ = 1, adapted during burn-in only, then
+            frozen; Hitchcock & Hoogland 2025, arXiv:2507.21449; its ε is not in SGLD's units),
+            ``"rmsprop_sgld_normalized"`` (the same metric scaled so that min G = 1, so ε keeps SGLD's
+            units), ``"adam_sgld"`` (RMSprop metric plus a bias-corrected first moment of the loss
+            gradient in the drift; not a Langevin proposal, larger step-size bias per unit ε),
+            ``"sgnht"`` (momentum with a Nosé–Hoover thermostat; η = ε/2), ``"mala"``
+            (Metropolis-adjusted, exact at any ε, full batch only), or a
+            :class:`~slt_basins.samplers.Kernel` built with options, e.g.
             ``samplers.rmsprop_sgld(delta=1.0)``. The step sizes that suit each kernel differ:
-            see :func:`slt_basins.calibrate`.
+            see :func:`slt_basins.calibrate` and the docs page *Samplers and calibration*.
         params: sample only these parameters and hold the rest at w*: the *weight-refined* (restricted)
             LLC of that block (Wang et al. 2024, arXiv:2410.02984). A list of names or glob patterns on
             ``model.named_parameters()`` names (``"transformer.h.0.*"``), a predicate ``name -> bool``,
