@@ -10,9 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from scipy.signal import lfilter
 from slt_basins import (LLCWarning, estimate_llc_multitemperature, estimate_llc_multitemperature_potential,
                         estimate_llc_potential, fit_multitemperature)
-from slt_basins.toys import crossing_valley, crossing_valley_box_target, finite_temperature_target
+from slt_basins.multitemperature import reweight_llc
+from slt_basins.toys import Polynomial, crossing_valley, crossing_valley_box_target, finite_temperature_target
 from conftest import gaussian_sgld_target
 
 F64 = torch.float64
@@ -22,6 +24,15 @@ CV2 = [0.3478, 0.3873, 0.4105, 0.4258, 0.4366]  # w1²w2²: λ = 1/2, m = 2
 CV3 = [0.2268, 0.2879, 0.3278, 0.3555, 0.3757]  # w1²w2²w3²: λ = 1/2, m = 3
 W4 = [0.25] * 5  # w⁴: λ = 1/4, m = 1 (quasi-homogeneous: exact at every t)
 SE = 1e-3  # fake standard error: 20× the rounding of the table, so χ² only sees model error
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: the 2 shared cores are oversubscribed otherwise (a 9-s test took 56 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def quiet(fn, *a, **kw):
@@ -117,7 +128,8 @@ def test_crossing_valley_multitemperature_beats_single_temperature_at_same_budge
     draws, burn = [600, 800, 2000], [200, 300, 1000]
     common = dict(num_chains=384, localization=1.0, check_stability=False, progress=False, seed=1)
     r = estimate_llc_multitemperature_potential(p, torch.zeros(2, dtype=F64), nbetas=ts, step_size=0.1 / 10 ** 1.5,
-                                                num_draws=draws, num_burnin=burn, fit="multiplicity", **common)
+                                                num_draws=draws, num_burnin=burn, fit="multiplicity",
+                                                step_size_scaling="inverse", **common)  # the rule of earlier releases
     single = estimate_llc_potential(p, torch.zeros(2, dtype=F64), nbeta=100.0, step_size=1e-3,
                                     num_draws=sum(draws), num_burnin=sum(burn), **common)
     assert r.fit == "multiplicity" and r.multiplicity > 1 + 3 * r.multiplicity_se
@@ -230,7 +242,7 @@ def _never_sampled(w):
     (dict(batch_size=10), TypeError, "unknown option"),  # a model-only option, for a potential
     (dict(sampler="nope"), ValueError, "nope"),
     (dict(num_draws=[100, 2, 100]), ValueError, "num_draws must be an integer"),  # the second temperature
-    (dict(step_size="auto"), TypeError, "step_size must be a number"),
+    (dict(step_size="fast"), TypeError, "step_size must be a number, 'auto'"),
     (dict(seed=-1), ValueError, "seed"),
     (dict(localization=-1.0), ValueError, "localization"),
 ])
@@ -271,3 +283,224 @@ def test_checkpoint_gets_one_file_per_temperature_and_a_rerun_resumes_to_the_sam
     assert sorted(f.name for f in tmp_path.iterdir()) == ["ck.nbeta100", "ck.nbeta200", "ck.nbeta50"]
     assert np.array_equal(first.table.llc_mean.to_numpy(), again.table.llc_mean.to_numpy())
     assert first.llc_mean == again.llc_mean
+
+
+# -- the step size across the sweep ------------------------------------------------------------------
+def test_stability_scaling_keeps_the_ratio_where_inverse_scaling_diverges():
+    """K = w² (h = 2) with γ = 100, which dominates nβ·h at small nβ. ε = 5e-3 at t_ref = 50 gives
+    ρ = ε·(50·2 + 100)/4 = 0.25. The stability rule ε_t = ε·200/(2t + 100) keeps ρ = 0.25 at every nβ
+    and scales the burn-in by ε/ε_t (×5.5 at nβ = 500); each λ̂(t) matches the exact SGLD expectation
+    ½·(2t/(2t + γ))/(1 − ρ) within 4 MCSE. The 1/nβ rule gives nβ = 5 the step 0.05, ρ = 1.375 > 1:
+    every chain diverges there."""
+    common = dict(nbetas=[5.0, 50.0, 500.0], step_size=5e-3, localization=100.0, num_chains=16, num_draws=1000,
+                  num_burnin=100, check_stability=False, progress=False, fit="constant", seed=3)
+    pot = lambda w: (w ** 2).sum(1)  # noqa: E731
+    r = quiet(estimate_llc_multitemperature_potential, pot, torch.zeros(1, dtype=F64), **common)
+    tab = r.table
+    assert r.config["step_size_scaling_used"] == "stability"
+    assert r.config["stability_curvature"] == pytest.approx(2.0, rel=1e-9)
+    assert r.config["stability_target"] == pytest.approx(0.25, rel=1e-9)
+    assert (tab["step_size"] * (2 * tab["nbeta"] + 100) / 4).tolist() == pytest.approx([0.25] * 3, rel=1e-12)
+    assert tab["num_burnin"].tolist() == [100, 100, 550]
+    assert tab.loc[1, "step_stability"] == pytest.approx(0.25, rel=1e-6)  # the reference run's own check
+    exact = [gaussian_sgld_target([2.0], t, 100.0, e) for t, e in zip(tab["nbeta"], tab["step_size"])]
+    assert np.all(np.abs(tab["llc_mean"] - exact) < 4 * tab["mcse"]), (tab, exact)
+    old, msg = messages(estimate_llc_multitemperature_potential, pot, torch.zeros(1, dtype=F64),
+                        step_size_scaling="inverse", **common)
+    assert old.table["step_size"].tolist() == pytest.approx([0.05, 5e-3, 5e-4])
+    assert not old.table.loc[0, "used"] and "at nβ = 5 every chain diverged" in msg
+
+
+def test_stability_scaling_reads_the_curvature_where_the_chains_went():
+    """w1²w2² at w* = 0 has a zero Hessian there, so h(w*) alone would keep ε constant while the
+    valley's stiffness 2nβ·w1² grows with nβ. The rule takes h from the reference chains' final
+    positions instead (the larger of the two)."""
+    r = quiet(estimate_llc_multitemperature_potential, crossing_valley(1, 1), torch.zeros(2, dtype=F64),
+              nbetas=[10.0, 30.0, 100.0], step_size=1e-3, num_chains=8, num_draws=50, num_burnin=200,
+              check_stability=False, progress=False, fit="constant", seed=0)
+    ref = r.results[1]  # nβ = 30, nearest to the geometric mean 31.1
+    assert r.config["reference_nbeta"] == 30.0 and ref.checks.hessian_max_abs_eig == pytest.approx(0.0, abs=1e-12)
+    h = ref.checks.hessian_max_abs_eig_end
+    assert h > 0.1 and r.config["stability_curvature"] == h
+    assert r.table["step_size"].tolist() == pytest.approx([1e-3 * (30 * h + 1) / (t * h + 1) for t in (10, 30, 100)])
+    assert r.results[0].checks.hessian_max_abs_eig is None  # check_stability=False holds for the others
+
+
+def test_auto_step_size_is_calibrated_once_at_the_reference_temperature():
+    r = quiet(estimate_llc_multitemperature_potential, lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=F64),
+              nbetas=[10.0, 100.0, 1000.0], step_size="auto", num_chains=4, num_draws=500, num_burnin=100,
+              progress=False, fit="constant", seed=0)
+    cal = [res.checks.calibration for res in r.results]
+    assert cal[0] is None and cal[2] is None and cal[1]["step_size"] == r.config["reference_step_size"]
+    eps = cal[1]["step_size"]
+    assert r.table["step_size"].tolist() == pytest.approx([eps * 201 / 21, eps, eps * 201 / 2001], rel=1e-9)
+    assert abs(r.llc_mean - 0.5) < 5 * r.mcse + 0.05  # w²: λ = 1/2 (γ = 1 lowers nβ = 10 by 2 %)
+
+
+def test_stability_scaling_falls_back_and_refuses_a_reference_outside_the_sweep():
+    pot = lambda w: (w ** 2).sum(1)  # noqa: E731
+    r, msg = messages(estimate_llc_multitemperature_potential, pot, torch.zeros(1, dtype=F64), nbetas=[10.0, 100.0],
+                      sampler="mala", step_size=1e-2, num_chains=2, num_draws=20, num_burnin=0, progress=False,
+                      fit="constant")
+    assert "fell back to 'inverse'" in msg and "'mala'" in msg and r.config["step_size_scaling_used"] == "inverse"
+    assert r.table["step_size"].tolist() == pytest.approx([1e-2, 1e-3])
+    with pytest.raises(ValueError, match="is not one of the temperatures"):
+        estimate_llc_multitemperature_potential(_never_sampled, torch.zeros(1, dtype=F64), nbetas=[10.0, 100.0],
+                                                reference_nbeta=30.0, progress=False)
+    with pytest.raises(ValueError, match="is not one of the temperatures"):  # 'auto' needs it too
+        estimate_llc_multitemperature_potential(_never_sampled, torch.zeros(1, dtype=F64), nbetas=[10.0, 100.0],
+                                                step_size="auto", step_size_scaling="inverse", reference_nbeta=30.0,
+                                                progress=False)
+
+
+# -- the reweighting estimator -----------------------------------------------------------------------
+def _ar1_squares(rng, reps, chains, draws, k, phi):
+    """Half the sum of k squared stationary AR(1) Gaussian series: Gamma(k/2, 1) marginals, with
+    autocorrelation φ² per draw."""
+    z = rng.standard_normal((reps, k, chains, draws))
+    x = z.copy()
+    x[..., 1:] = lfilter([math.sqrt(1 - phi ** 2)], [1, -phi], z[..., 1:], axis=-1, zi=phi * z[..., :1])[0]
+    return 0.5 * (x ** 2).sum(1)
+
+
+@pytest.mark.parametrize("phi", [0.0, 0.9])
+def test_reweight_core_is_exact_on_gamma_draws_and_its_error_bar_is_calibrated(phi):
+    """t·K ~ Gamma(λ, 1) for a quasi-homogeneous K under a flat prior: t·E_t[K] = λ at every t, so
+    S_δ = λ for every δ (and S₀ = Var = λ, slope 0). Over 100 data sets of 4 × 1000 draws (i.i.d., or
+    autocorrelated with φ² = 0.81 per draw) the scatter of S_δ matches its mean MCSE within 20 % (the
+    s.d. of 100 values is itself uncertain by ~7 %)."""
+    rng = np.random.default_rng(0)
+    u = _ar1_squares(rng, 100, 4, 1000, 4, phi)  # λ = 2
+    rs = [reweight_llc(x, 100.0, span=0.25) for x in u]
+    est, se = np.array([r.llc_mean for r in rs]), np.array([r.mcse for r in rs])
+    assert abs(est.mean() - 2.0) < 4 * est.std() / 10
+    assert 0.8 < est.std() / se.mean() < 1.2, (est.std(), se.mean())
+    var, var_se = np.array([r.variance_llc for r in rs]), np.array([r.variance_llc_se for r in rs])
+    assert abs(var.mean() - 2.0) < 4 * var.std() / 10 and 0.8 < var.std() / var_se.mean() < 1.2
+    slope = np.array([r.slope for r in rs])
+    assert abs(slope.mean()) < 4 * slope.std() / 10
+    assert list(rs[0].table["nbeta"]) == pytest.approx([75.0, 100.0, 125.0]) and rs[0].nbetas == pytest.approx((75, 125))
+
+
+def test_reweight_core_removes_minibatch_noise_with_a_second_evaluation():
+    """U₁, U₂ = U + independent noise of variance 3·U/λ (like minibatch noise, larger where K is):
+    Var(U₁) = λ + 3, while the cross-covariance estimates Var(U) = λ. Importance weights of noisy U are
+    refused."""
+    rng = np.random.default_rng(1)
+    u = rng.gamma(2.0, 1.0, size=(4, 5000))
+    u1, u2 = (u + np.sqrt(1.5 * u) * rng.standard_normal(u.shape) for _ in range(2))
+    r = reweight_llc(u1, 50.0, copy=u2)
+    assert abs(r.llc_mean - 2.0) < 4 * r.mcse and r.llc_mean == r.variance_llc and r.span == 0
+    assert abs(r.noise_variance - 3.0) < 0.1 and u1.var() - 2.0 > 20 * r.mcse
+    assert abs(r.llc_at_nbeta - 2.0) < 4 * r.llc_at_nbeta_se
+    with pytest.raises(ValueError, match="biased for noisy"):
+        reweight_llc(u1, 50.0, span=0.2, copy=u2)
+
+
+def test_reweight_gaussian_potential_is_exact_without_localisation():
+    """K = w1² + 4w2² (a = 2, 8), γ = 0: a perfect sampler gives t·E_t[K] = d/2 = 1 at every t. SGLD's
+    stationary law is N(0, 1/(ta(1 − ρ))), ρ = εta/4, so with r = 1/(1 − ρ) per direction, exactly:
+    λ̂(t₀) = Σ ½r, S₀ = Σ ½r², and reweighting each Gaussian to t₀(1 ± δ) gives S_δ = (1 − δ²)·Σ ½r²/(1 − δ²r²)."""
+    eps, t0 = 2e-4, 100.0
+    r = estimate_llc_multitemperature_potential(
+        lambda w: w[:, 0] ** 2 + 4 * w[:, 1] ** 2, torch.zeros(2, dtype=F64), method="reweight", reference_nbeta=t0,
+        localization=0.0, step_size=eps, num_chains=48, num_draws=3000, num_burnin=300, progress=False, seed=0)
+    rr = 1 / (1 - eps * t0 * np.array([2.0, 8.0]) / 4)
+    d = r.span
+    assert d == pytest.approx(1 / math.sqrt(2 * math.log(646.6)), rel=1e-3)  # n with n/log n = 100
+    assert abs(r.llc_mean - (1 - d ** 2) * np.sum(0.5 * rr ** 2 / (1 - d ** 2 * rr ** 2))) < 4 * r.mcse
+    assert abs(r.variance_llc - np.sum(0.5 * rr ** 2)) < 4 * r.variance_llc_se
+    assert abs(r.llc_at_nbeta - np.sum(0.5 * rr)) < 4 * r.llc_at_nbeta_se
+    assert r.mcse < 0.05 and r.fit == "reweight"  # the tolerances above are ≤ 0.2 = 20 % of λ and r.multiplicity is None and r.results == [r.result]
+    assert r.wbic is None and "reweight" in str(r)
+
+
+def _exact_slopes(p, t0, gamma, span):
+    """(S_δ, S₀, λ̂(t₀)) from quadrature: S_δ from t·E_t[K] at t₀(1 ∓ δ), S₀ = g − t·g'(t) at t₀ by a
+    central difference of step 10⁻³ (error ~10⁻⁶·g''' ≪ the MCSEs)."""
+    g = lambda t: finite_temperature_target(p, t, localization=gamma, rtol=1e-10)  # noqa: E731
+    t1, t2 = t0 * (1 - span), t0 * (1 + span)
+    s_delta = (g(t1) / t1 - g(t2) / t2) / (1 / t1 - 1 / t2)
+    g0 = g(t0)
+    return s_delta, g0 - (g(t0 * 1.001) - g(t0 * 0.999)) / 0.002, g0
+
+
+@pytest.mark.parametrize("name, p, d, eps, seed", [
+    ("w⁴", Polynomial("w1**4"), 1, 1.5e-2, 0),
+    ("w1²w2²", crossing_valley(1, 1), 2, 1e-2, 2),
+])
+def test_reweight_matches_the_exact_finite_temperature_slopes(name, p, d, eps, seed):
+    """MALA (no step-size bias) at nβ = 100, γ = 1; the three estimates against quadrature, within 4 MCSE.
+    For w1²w2² (λ = 1/2, m = 2) the reweighting keeps the multiplicity bias: its exact S_δ = 0.332 is
+    below λ̂(100) = 0.354, as S₀ = λ̂ − dλ̂/dlog t says. Over seeds 0–11 (these settings) |z| of S_δ
+    stayed below 3 (largest 2.9 for w1²w2², 2.4 for w⁴); the MCSE of S_δ for w1²w2² ranged over
+    0.006–0.039 between seeds (rare long excursions along the valley), 0.009 for seed 2."""
+    t0 = 100.0
+    r = quiet(estimate_llc_multitemperature_potential, p, torch.zeros(d, dtype=F64), method="reweight",
+              reference_nbeta=t0, sampler="mala", step_size=eps, num_chains=64, num_draws=2000, num_burnin=200,
+              localization=1.0, progress=False, seed=seed)
+    s_delta, s0, g0 = _exact_slopes(p, t0, 1.0, r.span)
+    assert abs(r.llc_mean - s_delta) < 4 * r.mcse, (r, s_delta)
+    assert abs(r.variance_llc - s0) < 4 * r.variance_llc_se
+    assert abs(r.llc_at_nbeta - g0) < 4 * r.llc_at_nbeta_se
+    assert abs(r.slope - (g0 - s0)) < 4 * r.slope_se
+    if name == "w1²w2²":
+        assert s_delta < g0 - 0.02 and s0 < g0 - 0.02
+        assert 0.5 - r.llc_mean > 5 * r.mcse  # not an estimate of λ = 1/2
+
+
+def _regression(n=1000, noise=0.5):
+    """nn.Linear(3, 1) at its least-squares minimum on n Gaussian examples, its data and the Hessian
+    eigen-decomposition of the MSE, and the per-example gradients at w*."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g, dtype=F64)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=F64) + noise * torch.randn(n, 1, generator=g, dtype=F64)
+    xb = torch.cat([x, torch.ones(n, 1, dtype=F64)], 1)
+    sol = torch.linalg.lstsq(xb, y).solution
+    model = nn.Linear(3, 1).to(F64)
+    with torch.no_grad():
+        model.weight.copy_(sol[:3].T)
+        model.bias.copy_(sol[3])
+    a, vecs = torch.linalg.eigh(2 * xb.T @ xb / n)
+    grads = 2 * (xb @ sol - y) * xb  # per-example gradients of the squared error at w*
+    return model, (x, y), a.numpy(), vecs.numpy(), grads.numpy()
+
+
+def test_reweight_with_minibatches_removes_the_loss_noise():
+    """Linear regression (d = 4, λ = 2) with batches of 50 of n = 1000 at nβ = n/log n, γ = 1. The
+    recorded draws are paired minibatch estimates; their variance carries the minibatch noise
+    (≈ 4σ²·nβ·λ/B ≈ 6 for noise σ = 0.5), three times Var(t·K). The cross-covariance with the second,
+    independent evaluation estimates Var(t·K) itself. Expected: per direction r = (ta/(ta + γ))/(1 − ρ)
+    (full-batch SGLD), times 1 + ε·t²·s²/4 from the minibatch gradient noise (s² = the gradient variance
+    of a batch of 50 in that direction, without replacement; first order in ε), and S₀ = Σ ½r²."""
+    n, batch, gamma = 1000, 50, 1.0
+    model, data, a, vecs, grads = _regression(n)
+    t = n / math.log(n)
+    eps = 4 * 0.02 / (t * a.max() + gamma)
+    s2 = np.einsum("ij,ik,kj->j", vecs, np.cov(grads.T, bias=True), vecs) / batch * (n - batch) / (n - 1)
+    rr = (t * a / (t * a + gamma)) / (1 - eps * (t * a + gamma) / 4) * (1 + eps * t ** 2 * s2 / 4)
+    r = quiet(estimate_llc_multitemperature, model, data, "mse", method="reweight", step_size=eps,
+              localization=gamma, batch_size=batch, num_chains=16, num_draws=2000, num_burnin=300, progress=False,
+              seed=0)
+    assert r.span == 0 and r.config["minibatch_correction"] and r.nbeta == pytest.approx(t)
+    assert abs(r.llc_mean - np.sum(0.5 * rr ** 2)) < 4 * r.mcse, (r, np.sum(0.5 * rr ** 2))
+    assert abs(r.llc_at_nbeta - np.sum(0.5 * rr)) < 4 * r.llc_at_nbeta_se
+    naive = r.result.llc_trace.var()
+    assert naive - r.llc_mean > 10 * r.mcse and r.noise_variance > r.llc_mean  # what the correction removes
+    assert r.wbic == pytest.approx(n * r.result.init_loss + r.llc_at_nbeta * math.log(n))
+    with pytest.raises(ValueError, match="biased for the minibatch"):
+        estimate_llc_multitemperature(model, data, method="reweight", span=0.2, batch_size=batch, progress=False)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="anneal"), "method must be"),
+    (dict(method="reweight", nbetas=[10.0, 100.0]), "nbetas belongs"),
+    (dict(span=0.2, nbetas=[10.0, 100.0]), "span is the reweighting"),
+    (dict(method="reweight", reference_nbeta=100.0, span=1.0), r"span must be in \[0, 1\)"),
+    (dict(method="reweight"), "needs the temperature"),
+    (dict(method="reweight", reference_nbeta=100.0, num_draws=[10, 20]), "single value"),
+    (dict(nbetas=None), "needs nbetas"),
+])
+def test_bad_reweight_settings_raise_before_sampling(kw, match):
+    with pytest.raises(ValueError, match=match):
+        estimate_llc_multitemperature_potential(_never_sampled, torch.zeros(1, dtype=F64), progress=False, **kw)
