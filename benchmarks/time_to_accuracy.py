@@ -4,7 +4,7 @@ Case: DLN widths [20, 15, 15, 20], r = 3 (d = 825; Aoyagi λ = 119.5, m = 3), n 
 teacher data, loss "mse" (mean over examples and the 20 outputs), minibatch 500, γ = 1,
 nβ = n/log n, 4 chains, float64.
 
-For each sampler (sgld, rmsprop_sgld, sgnht) and each way of choosing ε it reports λ̂ ± MCSE,
+For each sampler (sgld, rmsprop_sgld_normalized, sgnht; any registered name can be passed) and each way of choosing ε it reports λ̂ ± MCSE,
 R-hat, wall time and gradient evaluations at increasing step budgets (half burn-in, half draws):
 
 * ``rule``: ε = 0.05·4/(nβ·h_max + γ), h_max the top Hessian eigenvalue at w* (one Lanczos call,
@@ -163,7 +163,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--reference", action="store_true", help="recompute the finite-t reference (≈ 10 min)")
     ap.add_argument("--budgets", type=int, nargs="+", default=[2500, 5000, 10000, 20000])
-    ap.add_argument("--samplers", nargs="+", default=["sgld", "rmsprop_sgld", "sgnht"])
+    ap.add_argument("--samplers", nargs="+", default=["sgld", "rmsprop_sgld_normalized", "sgnht"])
     ap.add_argument("--modes", nargs="*", default=["rule", "auto"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--multitemperature", type=int, default=0, metavar="STEPS",

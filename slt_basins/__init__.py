@@ -27,9 +27,12 @@ from .operators import HessianOperator, JacobianOperator, hessian_operator, jaco
 from .options import LLCOptions
 from .multitemperature import (
     MultiTemperatureResult,
+    ReweightResult,
+    default_span,
     estimate_llc_multitemperature,
     estimate_llc_multitemperature_potential,
     fit_multitemperature,
+    reweight_llc,
 )
 from .result import CheckFailure, Checks, LLCResult
 from .trajectory import TrajectoryResult, estimate_llc_trajectory
@@ -50,6 +53,9 @@ __all__ = [
     "estimate_llc_multitemperature_potential",
     "fit_multitemperature",
     "MultiTemperatureResult",
+    "ReweightResult",
+    "reweight_llc",
+    "default_span",
     "compare_measures",
     "calibrate",
     "calibrate_potential",
