@@ -278,7 +278,7 @@ def reproduce(quick: bool = False, seed: int = 0, progress: bool = True, distrib
     :func:`slt_basins.distributed.init_from_env`) every case's chains are spread over the ranks and
     every rank returns the same table; ``device`` is this rank's device (default CPU). ``cases``
     replaces the suite (default: :func:`suite` of ``quick``; the full suite takes about 8 min on 2
-    CPU cores, the quick one 2 min).
+    CPU cores, the quick one about 3 min on idle cores).
 
     Example (one short case instead of the suite):
         >>> from slt_basins.toys import crossing_valley
