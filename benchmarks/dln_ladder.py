@@ -44,18 +44,23 @@ Per network and sampler (``--samplers``; default the package's default ``sgld``)
   posterior, so that sampler error and finite-temperature bias are told apart. For noiseless linear-teacher
   data L_n(w) − L_n(w*) = tr(D Σ̂ Dᵀ)/H_out exactly, with D = W_L⋯W_1 − P0 and Σ̂ = XᵀX/n the sufficient
   statistic (benchmarks/time_to_accuracy.py does the same); written as ‖D·chol(Σ̂)‖²_F/H_out it costs no pass
-  over the n rows. ``estimate_llc_potential(K, w*, nbeta=n/log n, localization=1, sampler="mala")`` with 8
-  chains × ``--mala-steps`` (half burn-in); its ε is the largest of the calibration grid whose MALA acceptance
-  is ≥ 0.5 in a cell of 8 chains × (1,000 + 1,000) steps (``calibrate_potential`` with the R-hat and plateau
-  rules switched off: MALA is exact at any ε, so ε only sets the mixing). Its own acceptance rate over the
-  run is reported;
+  over the n rows. ``estimate_llc_potential(K, w*, nbeta=n/log n, localization=1, sampler=...)`` with 8 chains ×
+  ``--mala-steps`` (default 4·10⁵, half burn-in). ε₀ is the largest step of the calibration grid whose MALA
+  acceptance is ≥ 0.5 in a cell of 8 chains × (1,000 + 1,000) steps at w* (``calibrate_potential`` with the
+  R-hat and plateau rules switched off: MALA is exact at any ε, so ε only sets the mixing). With ε₀ fixed
+  (``--mala-kernel fixed``, the built-in ``"mala"``) the chains drift along the DLN's symmetry directions into
+  regions 10–100× stiffer than w*, and the acceptance over a 2·10⁵-step run fell to 0.2–5 % (measured on the
+  10² and first 10³ shapes), so by default the sampler is MALA with a per-chain step multiplier adapted during
+  burn-in towards acceptance 0.574 (Robbins–Monro, gain (k + 10)^−0.6) and frozen for the draws
+  (``ADAPTIVE_MALA``, a :class:`slt_basins.samplers.Kernel` passed as ``sampler``): every draw then comes from a
+  fixed, exact MALA kernel. Its acceptance over the draws and its final ε are reported;
 * the 1-minute load average at the start and end of the row, the torch threads, and the seconds of each part.
 
 Targets (issue #13): the bias-corrected λ̂ within 10 % of λ at every size up to 10⁴; 10⁵ measured with its time,
 under 15 minutes per shape on 2 cores. GPU: not measured here (no GPU machine in this task).
 
 Usage: python benchmarks/dln_ladder.py [--sizes 1e2 1e3 1e4 1e5] [--shapes 3] [--samplers sgld ...]
-       [--steps N] [--n 100000] [--corrections reweight sweep | none] [--mala-steps 200000]
+       [--steps N] [--n 100000] [--corrections reweight sweep | none] [--mala-steps 400000]
        [--mala-max-size 1e3] [--shape-index K] [--threads 1] [--quick] [--no-save]
 
 ``--quick``: n = 10⁴, the 10² size, one shape, 600 steps, MALA 4,000 steps; nothing saved.
@@ -76,6 +81,7 @@ import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -84,6 +90,7 @@ import torch
 from slt_basins import (CalibrationError, LLCWarning, SamplerDivergedError, calibrate_potential, estimate_llc,
                         estimate_llc_multitemperature, estimate_llc_potential)
 from slt_basins.options import MODEL_DEFAULTS
+from slt_basins.samplers import Kernel, langevin_log_accept, langevin_proposal
 from slt_basins.toys import DeepLinearNetwork
 from _machine import machine
 
@@ -139,6 +146,51 @@ def exact_potential(dln: DeepLinearNetwork, x: torch.Tensor):
     return K, torch.cat([W.reshape(-1) for W in Ws])
 
 
+# -- MALA with its step adapted during burn-in ---------------------------------------------------------------------
+TARGET_ACCEPT = 0.574  # the optimal MALA acceptance in high dimension (Roberts & Rosenthal 1998)
+_LAST: dict = {}  # the chains' final step multipliers, read back after the run
+
+
+class AdaptiveMALAState(NamedTuple):
+    """MALA state with a per-chain step multiplier s = exp(log_s) and the number of adapted steps k."""
+
+    w: torch.Tensor
+    loss: torch.Tensor
+    grad: torch.Tensor
+    log_s: torch.Tensor
+    k: torch.Tensor
+
+
+def _amala_init(w0, loss_and_grad, hyper=None) -> AdaptiveMALAState:
+    loss, grad = loss_and_grad(w0)
+    zero = torch.zeros(w0.shape[0], dtype=w0.dtype, device=w0.device)
+    return AdaptiveMALAState(w0, loss, grad, zero, zero.clone())
+
+
+def _amala_step(state: AdaptiveMALAState, loss_and_grad, noise, hyper):
+    """One MALA step with proposal N(w + (ε·s/2)∇log p, ε·s) per chain. During burn-in (``hyper.adapt``)
+    log s follows Robbins–Monro towards acceptance TARGET_ACCEPT, log s += (a − 0.574)/(k + 10)^0.6; after it
+    s is frozen, so the draws come from a fixed, exact MALA kernel per chain."""
+    z, u = noise[:, :-1], noise[:, -1]
+    g = state.log_s.exp().unsqueeze(-1).expand_as(state.w)
+    w_new = langevin_proposal(state.w, state.grad, z, hyper, g)
+    loss_new, grad_new = loss_and_grad(w_new)
+    log_a = langevin_log_accept(state.w, state.loss, state.grad, w_new, loss_new, grad_new, hyper, g)
+    a = log_a.clamp(max=0.0).exp()
+    take = torch.special.log_ndtr(u) < log_a
+    log_s, k = state.log_s, state.k
+    if hyper.adapt:
+        k = k + 1
+        log_s = log_s + (a - TARGET_ACCEPT) / (k + 10) ** 0.6
+    _LAST["log_s"] = log_s.detach()
+    m = take.unsqueeze(-1)
+    return (AdaptiveMALAState(torch.where(m, w_new, state.w), torch.where(take, loss_new, state.loss),
+                              torch.where(m, grad_new, state.grad), log_s, k), state.loss, a)
+
+
+ADAPTIVE_MALA = Kernel("mala_adaptive_step", _amala_init, _amala_step, extra_noise=1, full_batch=True)
+
+
 # -- the estimators -----------------------------------------------------------------------------------------------
 def _messages(caught) -> str:
     return " | ".join(sorted({str(w.message)[:90] for w in caught}))
@@ -166,7 +218,7 @@ def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
         calib_grad_evals=int((t.num_chains * (t.num_draws + t.num_burnin)).sum()), calib_cells=int(len(t)),
         calib_s=float(cal["wall_time_s"]), run_s=float(r.checks["wall_time_s"]),
         checks_s=float(r.checks.get("checks_time_s") or 0.0), wall_s=wall,
-        mala_probe_accept=r.checks.get("mala_accept"), step_stability_end=r.checks.get("step_stability_end"),
+        probe_accept=r.checks.get("mala_accept"), step_stability_end=r.checks.get("step_stability_end"),
         diverged=len(r.diverged), note=_messages(caught))
 
 
@@ -207,11 +259,13 @@ def correction(method: str, model, data, sampler: str, eps, burnin: int, draws: 
     return out
 
 
-def mala_reference(dln, x, n: int, steps: int) -> dict:
-    """Full-batch MALA on the exact L_n (module docstring): ε from the acceptance scan, then 8 chains × steps."""
+def mala_reference(dln, x, n: int, steps: int, kernel: str = "adaptive") -> dict:
+    """Full-batch MALA on the exact L_n (module docstring): ε₀ from the acceptance scan at w*, then 8 chains ×
+    steps, with the step adapted during burn-in (``kernel="adaptive"``) or fixed at ε₀ (``"fixed"``)."""
     K, w_star = exact_potential(dln, x)
     nbeta = n / math.log(n)
     t0 = time.perf_counter()
+    _LAST.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -219,14 +273,18 @@ def mala_reference(dln, x, n: int, steps: int) -> dict:
                                       num_burnin=1000, max_rhat=1e9, plateau_tol=1e9, seed=SEED, progress=False)
             eps = float(cal.step_size)
             t1 = time.perf_counter()
-            r = estimate_llc_potential(K, w_star, nbeta=nbeta, localization=GAMMA, sampler="mala", step_size=eps,
+            r = estimate_llc_potential(K, w_star, nbeta=nbeta, localization=GAMMA, step_size=eps,
+                                       sampler=ADAPTIVE_MALA if kernel == "adaptive" else "mala",
                                        num_chains=MALA_CHAINS, num_burnin=steps // 2, num_draws=steps - steps // 2,
                                        seed=SEED, progress=False)
         except (SamplerDivergedError, CalibrationError) as e:
             return dict(mala_wall_s=time.perf_counter() - t0, mala_note=f"{type(e).__name__}: {str(e)[:300]}")
+    final = (eps * _LAST["log_s"].exp()).cpu().numpy() if kernel == "adaptive" and "log_s" in _LAST else np.array([eps])
     return dict(mala_llc=float(r.llc_mean), mala_mcse=float(r.mcse), mala_r_hat=float(r.checks["r_hat"]),
-                mala_accept=float(r.checks["mala_accept"]), mala_eps=eps, mala_steps=steps,
-                mala_calib_s=t1 - t0, mala_wall_s=time.perf_counter() - t0, mala_note=_messages(caught))
+                mala_accept=float(r.checks["mala_accept"]), mala_kernel=kernel, mala_eps0=eps,
+                mala_eps=float(np.exp(np.log(final).mean())), mala_eps_range=f"{final.min():.3g}–{final.max():.3g}",
+                mala_steps=steps, mala_calib_s=t1 - t0, mala_wall_s=time.perf_counter() - t0,
+                mala_note=_messages(caught))
 
 
 # -- one network -----------------------------------------------------------------------------------------------------
@@ -237,7 +295,8 @@ def git_state() -> str:
     return git("rev-parse", "--short", "HEAD").strip() + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
 
 
-def run_shape(target: float, k: int, args) -> list[dict]:
+def setup(target: float, k: int, args) -> tuple:
+    """(dln, x, y, base row fields) of shape k of size ``target``."""
     shape = draw_shape(target, k)
     dln = DeepLinearNetwork(shape["widths"], shape["r"], teacher_seed=shape["teacher_seed"])
     truth = dln.rlct()
@@ -250,12 +309,20 @@ def run_shape(target: float, k: int, args) -> list[dict]:
                 date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     print(f"\n== size {target:g}, shape {k}: widths {shape['widths']}, r = {shape['r']}, d = {shape['d']}, "
           f"λ = {float(truth.value):g}, m = {truth.multiplicity}", flush=True)
-    ref = {}
-    if target <= args.mala_max_size:
-        load = os.getloadavg()[0]
-        ref = mala_reference(dln, x, args.n, args.mala_steps)
-        ref["mala_load"] = load
-        print("MALA reference:", {k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in ref.items()}, flush=True)
+    return dln, x, y, base
+
+
+def reference(dln, x, args) -> dict:
+    load = os.getloadavg()[0]
+    ref = mala_reference(dln, x, args.n, args.mala_steps, args.mala_kernel)
+    ref.update(mala_load=load, mala_load_end=os.getloadavg()[0], mala_git=git_state())
+    print("MALA reference:", {k_: (round(v, 4) if isinstance(v, float) else v) for k_, v in ref.items()}, flush=True)
+    return ref
+
+
+def run_shape(target: float, k: int, args) -> list[dict]:
+    dln, x, y, base = setup(target, k, args)
+    ref = reference(dln, x, args) if target <= args.mala_max_size else {}
     rows = []
     for sampler in args.samplers:
         load0, t0 = os.getloadavg()[0], time.perf_counter()
@@ -272,9 +339,30 @@ def run_shape(target: float, k: int, args) -> list[dict]:
             print(f"  correction {method}: " + ", ".join(f"{k_} = {v:.4g}" if isinstance(v, float) else f"{k_} = {v}"
                                                          for k_, v in c.items()), flush=True)
         row.update(ref)
-        row.update(load_start=load0, load_end=os.getloadavg()[0], row_wall_s=time.perf_counter() - t0
-                   + ref.get("mala_wall_s", 0.0))
+        row.update(load_start=load0, load_end=os.getloadavg()[0],
+                   row_wall_s=time.perf_counter() - t0 + ref.get("mala_wall_s", 0.0))
         rows.append(row)
+    return rows
+
+
+def reference_only(target: float, k: int, args) -> list[dict]:
+    """``--reference-only``: recompute the MALA reference of one shape and put it into the CSV rows of that
+    (size, shape, n) (every sampler and budget); a row with sampler "none" when there is none yet."""
+    dln, x, _, base = setup(target, k, args)
+    ref = reference(dln, x, args)
+    csv = args.out / "dln_ladder.csv"
+    old = pd.read_csv(csv) if csv.exists() else pd.DataFrame(columns=KEY)
+    mine = old[(old.target == int(target)) & (old["shape"] == k) & (old.n == args.n)]
+    if not len(mine):
+        return [{**base, "sampler": "none", **ref, "load_start": ref["mala_load"], "load_end": ref["mala_load_end"],
+                 "row_wall_s": ref.get("mala_wall_s", 0.0)}]
+    rows = []
+    for _, r in mine.iterrows():
+        row = {c: v for c, v in r.items() if not str(c).startswith("mala_")}
+        prev = r.get("mala_wall_s")
+        row["row_wall_s"] = float(r.get("row_wall_s", 0.0)) - (float(prev) if prev == prev and prev is not None else 0.0) \
+            + ref.get("mala_wall_s", 0.0)
+        rows.append({**row, **ref})
     return rows
 
 
@@ -339,21 +427,25 @@ def figure(df: pd.DataFrame, path: Path) -> None:
 
 
 def projection(df: pd.DataFrame) -> list[str]:
-    """Projected seconds per shape at the default budget (from every row's measured parts, short ones included)."""
+    """Projected seconds per shape at the default budget, from every row's measured parts (short ones included)."""
     steps = MODEL_DEFAULTS.num_burnin + MODEL_DEFAULTS.num_draws
-    lines = ["| size | rows | ms per step (4 chains) | calibration s | recipe s (projected, default budget) "
-             "| + sweep s (5 temperatures, projected) | per shape, recipe + correction | MALA reference s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| size | rows (steps) | ms per step, 4 chains | calibration s | recipe s | reweight s | sweep s "
+             "| per shape: recipe + reweight + sweep | MALA reference s (steps) |", "|---|---|---|---|---|---|---|---|---|"]
     for target, g in df[df.run_s.notna()].groupby("target"):
+        scale = steps / (g.num_burnin + g.num_draws)
         ms = 1000 * g.run_s / (g.num_burnin + g.num_draws)
-        check_share = (g.checks_s / g.run_s).mean()
-        recipe = g.calib_s.mean() + (1 + check_share) * steps * ms.mean() / 1000
-        sweep = 5 * (1 + check_share) * steps * ms.mean() / 1000
-        mala = g.drop_duplicates(["shape", "n"]).get("mala_wall_s")
-        lines.append(f"| {target:.0e} | {len(g)} | {ms.mean():.3g} (range {ms.min():.3g}–{ms.max():.3g}) | "
-                     f"{g.calib_s.mean():.0f} (range {g.calib_s.min():.0f}–{g.calib_s.max():.0f}) | {recipe:.0f} | "
-                     f"{sweep:.0f} | {(recipe + sweep) / 60:.1f} min | "
-                     f"{_f(None if mala is None or mala.isna().all() else float(mala.mean()), '{:.0f}')} |")
+        recipe = g.calib_s + (g.run_s + g.checks_s) * scale
+        est = {m: (g[f"{m}_wall_s"] * scale).mean() if f"{m}_wall_s" in g and g[f"{m}_wall_s"].notna().any()
+               else float("nan") for m in ("reweight", "sweep")}
+        total = recipe.mean() + sum(v for v in est.values() if v == v)
+        refs = df[(df.target == target)].drop_duplicates(["shape", "n"])
+        mala = refs["mala_wall_s"].dropna() if "mala_wall_s" in refs else pd.Series(dtype=float)
+        msteps = sorted(refs["mala_steps"].dropna().astype(int).unique()) if "mala_steps" in refs else []
+        budgets = ", ".join(sorted({f"{b + d_}" for b, d_ in zip(g.num_burnin, g.num_draws)}))
+        lines.append(f"| {target:.0e} | {len(g)} ({budgets}) | {ms.mean():.3g} ({ms.min():.3g}–{ms.max():.3g}) | "
+                     f"{g.calib_s.mean():.0f} ({g.calib_s.min():.0f}–{g.calib_s.max():.0f}) | {recipe.mean():.0f} | "
+                     f"{_f(est['reweight'], '{:.0f}')} | {_f(est['sweep'], '{:.0f}')} | {total / 60:.1f} min | "
+                     + (f"{mala.mean():.0f} ({', '.join(map(str, msteps))})" if len(mala) else "—") + " |")
     return lines
 
 
@@ -413,10 +505,11 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
                  f"({_f(r.get('mala_calib_s'), '{:.0f}')}) | {_f(r.get('row_wall_s'), '{:.0f}')} | "
                  f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
     L += ["", "## Projected cost per shape at the default budget", "",
-          "From the measured rows of each size (short-budget rows included: their calibration cells have the same "
-          "size as the default run's, 100 burn-in + 200 draws, so their calibration time is the default's; the run "
-          "is projected as 1,500 steps at the measured time per step, plus the checks' measured share; the sweep as "
-          "5 temperatures of the same run without calibration).", ""] + projection(df)
+          "Means over the measured rows of each size, short-budget rows included: their calibration cells have the "
+          "size of the default run's (100 burn-in + 200 draws), so their calibration time is the default's; the run "
+          "and its checks, and each correction's measured wall time, are scaled by 1,500 / the row's steps (the "
+          "corrections reuse the recipe's ε and do not calibrate). The checks inside each temperature do not all "
+          "scale with the steps, so for short rows the projection errs high.", ""] + projection(df)
     L += ["", "## Targets", ""]
     for t in (100, 1000, 10_000):
         g = full[full.target == t]
@@ -455,8 +548,12 @@ def main():
     ap.add_argument("--corrections", nargs="+", default=["reweight", "sweep"], choices=["reweight", "sweep", "none"])
     ap.add_argument("--correction-step", choices=["recipe", "auto"], default="recipe",
                     help="ε of the corrections: the default recipe's chosen ε (at n/log n), or step_size='auto' again")
-    ap.add_argument("--mala-steps", type=int, default=200_000, help="MALA reference steps per chain (half burn-in)")
+    ap.add_argument("--mala-steps", type=int, default=400_000, help="MALA reference steps per chain (half burn-in)")
     ap.add_argument("--mala-max-size", type=float, default=1e3)
+    ap.add_argument("--mala-kernel", choices=["adaptive", "fixed"], default="adaptive",
+                    help="MALA's step adapted during burn-in (default) or fixed at the scan's ε₀")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="only (re)compute the MALA reference of the shapes and write it into their CSV rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="n = 10⁴, size 10², one shape, 600 steps; nothing saved")
     ap.add_argument("--no-save", action="store_true")
@@ -477,7 +574,7 @@ def main():
     rows = []
     for target in args.sizes:
         for k in (args.shape_index if args.shape_index is not None else range(args.shapes)):
-            rows += run_shape(target, k, args)
+            rows += (reference_only if args.reference_only else run_shape)(target, k, args)
             if not args.no_save:  # after every shape, so that an interrupted ladder keeps what it measured
                 save(pd.DataFrame(rows), args.out)
     df = pd.DataFrame(rows)
