@@ -196,8 +196,23 @@ def _messages(caught) -> str:
     return " | ".join(sorted({str(w.message)[:90] for w in caught}))
 
 
+def calibration_cells(table) -> dict:
+    """What the calibration cells cost and found: cells run, their gradient evaluations and seconds, the chain
+    loop's ms per step in the cells without divergence (4 chains; the cells' own checks included), and each
+    cell's ε and verdict."""
+    t = pd.DataFrame(table)
+    t = t[t.ran.astype(bool)]
+    ok = t[t.diverged == 0]
+    steps = (ok.num_burnin + ok.num_draws).sum()
+    return dict(calib_cells=int(len(t)), calib_grad_evals=int((t.num_chains * (t.num_draws + t.num_burnin)).sum()),
+                calib_cells_s=float(t.wall_s.sum()), cell_ms_per_step=1000 * float(ok.wall_s.sum()) / steps if steps else
+                float("nan"), calib_verdicts="; ".join(f"{e:.2g}: {str(v).split(' (')[0][:60]}"
+                                                        for e, v in zip(t.step_size, t.status)))
+
+
 def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
-    """The package's documented default recipe; (result or None, row fields)."""
+    """The package's documented default recipe; (result or None, row fields). A calibration that finds no step
+    size is a measured outcome: its cells' cost and verdicts are kept."""
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -205,17 +220,19 @@ def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
             r = estimate_llc(model, data, "mse", localization=GAMMA, batch_size=BATCH, step_size="auto",
                              sampler=sampler, num_burnin=burnin, num_draws=draws, seed=SEED, progress=False)
         except (SamplerDivergedError, CalibrationError, ValueError, TypeError) as e:
-            return None, dict(wall_s=time.perf_counter() - t0, note=f"{type(e).__name__}: {str(e)[:300]}")
+            wall = time.perf_counter() - t0
+            fields = dict(wall_s=wall, note=f"{type(e).__name__}: {str(e)[:300]}")
+            if isinstance(e, CalibrationError) and getattr(e, "table", None) is not None:
+                fields.update(calibration_cells(e.table), calib_s=wall)
+            return None, fields
     wall = time.perf_counter() - t0
     cal = r.checks["calibration"]
-    t = pd.DataFrame(cal["table"])
-    t = t[t.ran.astype(bool)]
     summ = r.summary().loc["llc"]
     return r, dict(
         step_size=float(r.config["step_size"]), llc=float(r.llc_mean), mcse=float(r.mcse),
         r_hat=float(r.checks["r_hat"]), ess_bulk=float(summ["ess_bulk"]),
         ess_per_1k_grad=float(summ["ess_bulk_per_1k_grad"]), grad_evals=int(r.grad_evals),
-        calib_grad_evals=int((t.num_chains * (t.num_draws + t.num_burnin)).sum()), calib_cells=int(len(t)),
+        **calibration_cells(cal["table"]),
         calib_s=float(cal["wall_time_s"]), run_s=float(r.checks["wall_time_s"]),
         checks_s=float(r.checks.get("checks_time_s") or 0.0), wall_s=wall,
         probe_accept=r.checks.get("mala_accept"), step_stability_end=r.checks.get("step_stability_end"),
@@ -427,24 +444,36 @@ def figure(df: pd.DataFrame, path: Path) -> None:
 
 
 def projection(df: pd.DataFrame) -> list[str]:
-    """Projected seconds per shape at the default budget, from every row's measured parts (short ones included)."""
+    """Projected seconds per shape at the default budget, from every row's measured parts (short ones included).
+    Where the calibration found no step size (no run), the time per step is the calibration cells'."""
     steps = MODEL_DEFAULTS.num_burnin + MODEL_DEFAULTS.num_draws
     lines = ["| size | rows (steps) | ms per step, 4 chains | calibration s | recipe s | reweight s | sweep s "
              "| per shape: recipe + reweight + sweep | MALA reference s (steps) |", "|---|---|---|---|---|---|---|---|---|"]
-    for target, g in df[df.run_s.notna()].groupby("target"):
-        scale = steps / (g.num_burnin + g.num_draws)
-        ms = 1000 * g.run_s / (g.num_burnin + g.num_draws)
-        recipe = g.calib_s + (g.run_s + g.checks_s) * scale
-        est = {m: (g[f"{m}_wall_s"] * scale).mean() if f"{m}_wall_s" in g and g[f"{m}_wall_s"].notna().any()
-               else float("nan") for m in ("reweight", "sweep")}
-        total = recipe.mean() + sum(v for v in est.values() if v == v)
+    df = df[df.calib_s.notna()] if "calib_s" in df else df.iloc[:0]
+    for target, g in df.groupby("target"):
+        own = g.num_burnin + g.num_draws
+        scale = steps / own
+        from_cells = g.run_s.isna()
+        ms = (1000 * g.run_s / own).where(~from_cells, g.get("cell_ms_per_step"))
+        run = (g.run_s + g.checks_s.fillna(0)).where(~from_cells, ms * own / 1000)
+        recipe = g.calib_s + run * scale
+        est = {}
+        for m in ("reweight", "sweep"):
+            col = f"{m}_wall_s"
+            if col in g and g[col].notna().any():
+                est[m], est[m + "_src"] = float((g[col] * scale).mean()), "measured"
+            else:  # not measured: one run (reweight) or five runs (sweep) of the recipe's length, no calibration
+                est[m], est[m + "_src"] = float((run * scale).mean() * (1 if m == "reweight" else 5)), "est."
+        total = recipe.mean() + est["reweight"] + est["sweep"]
         refs = df[(df.target == target)].drop_duplicates(["shape", "n"])
         mala = refs["mala_wall_s"].dropna() if "mala_wall_s" in refs else pd.Series(dtype=float)
         msteps = sorted(refs["mala_steps"].dropna().astype(int).unique()) if "mala_steps" in refs else []
         budgets = ", ".join(sorted({f"{b + d_}" for b, d_ in zip(g.num_burnin, g.num_draws)}))
-        lines.append(f"| {target:.0e} | {len(g)} ({budgets}) | {ms.mean():.3g} ({ms.min():.3g}–{ms.max():.3g}) | "
+        note = " (from calibration cells)" if from_cells.all() else (" (some from cells)" if from_cells.any() else "")
+        lines.append(f"| {target:.0e} | {len(g)} ({budgets}) | {ms.mean():.3g} ({ms.min():.3g}–{ms.max():.3g}){note} | "
                      f"{g.calib_s.mean():.0f} ({g.calib_s.min():.0f}–{g.calib_s.max():.0f}) | {recipe.mean():.0f} | "
-                     f"{_f(est['reweight'], '{:.0f}')} | {_f(est['sweep'], '{:.0f}')} | {total / 60:.1f} min | "
+                     f"{est['reweight']:.0f} ({est['reweight_src']}) | {est['sweep']:.0f} ({est['sweep_src']}) | "
+                     f"{total / 60:.1f} min | "
                      + (f"{mala.mean():.0f} ({', '.join(map(str, msteps))})" if len(mala) else "—") + " |")
     return lines
 
@@ -489,10 +518,21 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
             mala += f" (acc. {r['mala_accept']:.2f}; R-hat {r['mala_r_hat']:.3f})"
         elif isinstance(r.get("mala_note"), str) and r.get("mala_note"):
             mala = r["mala_note"][:60]
+        est = _pm(r, "llc", "mcse")
+        if est == "—" and isinstance(r.get("note"), str):
+            est = "no ε: " + r["note"].split(":")[0] if r["note"].startswith("CalibrationError") else r["note"][:50]
         L.append(f"| {r['target']:.0e} | {r['shape']} | {r['widths']} | {r['r']} | {r['d']} | {r['lam']:g} ({r['m']}) | "
-                 f"{r['sampler']} | {_f(r.get('step_size'), '{:.3g}')} | {_pm(r, 'llc', 'mcse')} | "
+                 f"{r['sampler']} | {_f(r.get('step_size'), '{:.3g}')} | {est} | "
                  f"{_f(r.get('r_hat'), '{:.3f}')} | {_f(r.get('ess_per_1k_grad'), '{:.3g}')} | "
                  f"{_f(r.get('wall_s'), '{:.0f}')} | {corr[0]} | {corr[1]} | {mala} |")
+    failed = df[df.llc.isna() & df.note.astype(str).str.startswith("CalibrationError")] if "llc" in df else df.iloc[:0]
+    if len(failed):
+        L += ["", "## Rows where step_size=\"auto\" found no step size", "",
+              "The default recipe raised `CalibrationError` (no ε passed the calibration rules); the cells run, "
+              "each as ε: verdict:", ""]
+        for _, r in failed.sort_values(["target", "shape"]).iterrows():
+            L.append(f"- {r['target']:.0e} shape {r['shape']} ({r['sampler']}, {r['num_burnin']} + {r['num_draws']} "
+                     f"steps): {r.get('calib_verdicts', '—')}.")
     L += ["", "## Seconds per row (1 torch thread on 2 shared cores)", "",
           "| size | shape | sampler | steps | calibration s (cells) | run s | checks s | recipe wall s | "
           "sweep s | reweight s | MALA s (of which ε scan) | row total s | load start → end |",
@@ -521,6 +561,10 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
                 ok = bool(((q - 1).abs() <= 0.1).all())
                 parts.append(f"{m} **{'met' if ok else 'NOT met'}** on {len(q)} row(s) (λ̂/λ "
                              f"{', '.join(f'{v:.3f}' for v in q)})")
+        none = int(g.llc.isna().sum()) if "llc" in g else 0
+        if none:
+            parts.append(f"{none} of {len(g)} row(s) have no estimate at all (the default recipe found no step size), "
+                         "so the target is **NOT met** there")
         L.append(f"- {t:.0e}: bias-corrected λ̂ within 10 % of λ: " + ("; ".join(parts) if parts else "**not measured**")
                  + ".")
     g = df[df.target == 100_000]
