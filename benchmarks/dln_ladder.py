@@ -76,6 +76,7 @@ import argparse
 import inspect
 import math
 import os
+import re
 import subprocess
 import time
 import warnings
@@ -206,8 +207,20 @@ def calibration_cells(table) -> dict:
     steps = (ok.num_burnin + ok.num_draws).sum()
     return dict(calib_cells=int(len(t)), calib_grad_evals=int((t.num_chains * (t.num_draws + t.num_burnin)).sum()),
                 calib_cells_s=float(t.wall_s.sum()), cell_ms_per_step=1000 * float(ok.wall_s.sum()) / steps if steps else
-                float("nan"), calib_verdicts="; ".join(f"{e:.2g}: {str(v).split(' (')[0][:60]}"
-                                                        for e, v in zip(t.step_size, t.status)))
+                float("nan"), calib_verdicts="; ".join(f"{e:.2g}: {_verdict(str(v))}" for e, v in zip(t.step_size, t.status)))
+
+
+def _verdict(status: str) -> str:
+    """A calibration cell's status, shortened (idempotent: also applied to the stored strings)."""
+    if status.startswith("rejected: MALA acceptance of the pooled fit"):
+        return "rejected: step-size bias (pooled MALA-acceptance fit)"
+    if status.startswith("rejected: MALA acceptance"):
+        return status.split(",")[0]
+    if status.startswith("unstable"):
+        return status.split(" at the chains")[0]
+    if status.startswith("accepted; the next smaller"):
+        return "accepted, but no plateau (the next smaller ε is not stable and converged)"
+    return status[:70]
 
 
 def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
@@ -532,7 +545,8 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
               "each as ε: verdict:", ""]
         for _, r in failed.sort_values(["target", "shape"]).iterrows():
             L.append(f"- {r['target']:.0e} shape {r['shape']} ({r['sampler']}, {r['num_burnin']} + {r['num_draws']} "
-                     f"steps): {r.get('calib_verdicts', '—')}.")
+                     f"steps): " + "; ".join(f"{e}: {_verdict(v)}" for e, v in re.findall(
+                         r"(\d[\d.e+-]*): (.*?)(?=; \d[\d.e+-]*: |$)", str(r.get("calib_verdicts", "")))) + ".")
     L += ["", "## Seconds per row (1 torch thread on 2 shared cores)", "",
           "| size | shape | sampler | steps | calibration s (cells) | run s | checks s | recipe wall s | "
           "sweep s | reweight s | MALA s (of which ε scan) | row total s | load start → end |",
