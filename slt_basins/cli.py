@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)
-    p = sub.add_parser("reproduce", help="estimate the LLC of toys with known RLCT and compare (--quick: < 3 min)")
+    p = sub.add_parser("reproduce", help="estimate the LLC of toys with known RLCT and compare (--quick: about 3 min)")
     p.add_argument("--quick", action="store_true", help="shorter chains and no 10⁴-parameter DLN")
     p.add_argument("--out", default="reproduce_results.csv", help="where to save the table (CSV)")
     p.add_argument("--seed", type=int, default=0)

@@ -263,7 +263,9 @@ def _verdict(row: dict) -> str:
         if row.get("quick") in (True, 1):
             return what + ": quick: not converged (a quarter of the full row's steps; run without --quick)"
         if row["rel_err_lambda"] < 0:
-            return what + ": below: chains not mixed along degenerate directions (too few steps at this ε)" + stiff
+            return (what + ": below: the finite-nβ bias of the estimator (on DLNs g(nβ) = nβ·E[L_n − L_n(w*)] "
+                    "approaches λ over decades of nβ) and/or chains not mixed along degenerate directions; this row "
+                    "has no finite-t target to tell them apart (docs/ground-truth.md)" + stiff)
         if stiff:
             return what + ": above: step-size bias, the chains drift into stiffer regions (docs/theory.md)" + stiff
         return what + ": above: minibatch gradient noise (docs/theory.md) or too few draws"

@@ -128,6 +128,7 @@ def test_verdicts_name_the_target_and_the_responsible_bias():
     assert _verdict(dict(net, llc=20.0, rel_err_lambda=-0.07)) == "meets: within 10% of λ"
     miss = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166))
     assert miss.startswith("MISSES 10%") and "0.9 where the chains ended" in miss
+    assert "finite-nβ bias" in miss and "not mixed" in miss  # both candidates named: no target tells them apart
     assert "step-size" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16))
     assert "minibatch" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16, step_stability_end=0.01))
     assert "no target above 10⁴" in _verdict(dict(net, d=19800, llc=200.0, rel_err_lambda=-0.86))
