@@ -13,7 +13,11 @@ step multiplier adapted during burn-in towards acceptance 0.574 and then frozen:
 same script; exact at any step size), from ε₀ = 3·10⁻⁵·(n/log n)/t. Then ``fit_multitemperature`` fits
 λ − (m − 1)/log t (+ ν/log² t) to the five values (its "auto" rule and the linear model are both reported).
 
-Usage: python benchmarks/dln_temperature.py [--steps 40000] [--cases 0 1 2] [--no-save]
+``--sgld`` adds the other half of the split: the reproduce suite's SGLD run of the 1,200-parameter DLN (its ε,
+batch 500, 4 chains) at the suite's 20,000 steps and at 3× that, with λ̂, R-hat and the stability ratio where the
+chains ended (written to dln_temperature_sgld.md).
+
+Usage: python benchmarks/dln_temperature.py [--steps 40000] [--cases 0 1 2] [--sgld] [--no-save]
 Writes benchmarks/results/dln_temperature.csv and .md (machine and load named).
 """
 from __future__ import annotations
@@ -59,6 +63,29 @@ def curve(widths, r, steps: int) -> list[dict]:
     return rows
 
 
+def sgld_rows(steps_list=(20_000, 60_000)) -> list[str]:
+    """The reproduce suite's SGLD estimate of DLN [10,20,20,20,10] r=3 at the suite's ε and several lengths."""
+    from slt_basins import estimate_llc
+    from slt_basins.reproduce import _model_step_size, suite
+
+    case = next(c for c in suite() if c.name.startswith("DLN [10,20"))
+    model, data = case.obj.model(), case.obj.dataset(case.n, seed=1)
+    eps = _model_step_size(case, model, data)
+    out = [f"## SGLD on {case.name} (ε = {eps:.3g}, batch {case.batch_size}, 4 chains, 1/5 burn-in)", "",
+           "| steps | λ̂ ± MCSE | R-hat | ε·(nβh+γ)/4 at w* | where the chains ended | s |", "|---|---|---|---|---|---|"]
+    for steps in steps_list:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = estimate_llc(model, data, "mse", step_size=eps, localization=1.0, num_chains=4,
+                             num_draws=steps * 4 // 5, num_burnin=steps // 5, batch_size=case.batch_size, seed=0,
+                             progress=False)
+        out.append(f"| {steps} | {r.llc_mean:.4g} ± {r.mcse:.2g} | {r.checks.r_hat:.3f} | {r.checks.step_stability:.2g} | "
+                   f"{r.checks.step_stability_end:.2g} | {time.perf_counter() - t0:.0f} |")
+        print(out[-1], flush=True)
+    return out
+
+
 def fits(df: pd.DataFrame) -> list[str]:
     out = []
     for (w, r), g in df.groupby(["widths", "r"], sort=False):
@@ -80,9 +107,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=40_000)
     p.add_argument("--cases", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--sgld", action="store_true", help="only the SGLD rows of DLN [10,20,20,20,10]")
     p.add_argument("--no-save", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(1)
+    if a.sgld:
+        load0, t0 = os.getloadavg()[0], time.perf_counter()
+        md = [f"# SGLD on the 1,200-parameter DLN of the reproduce suite", "", f"machine: {machine()}; 1-minute load "
+              f"average {load0:.1f} at the start (2 shared cores); code {git_state()}.", ""] + sgld_rows()
+        md[2] += f" Total {time.perf_counter() - t0:.0f} s."
+        if not a.no_save:
+            (OUT / "dln_temperature_sgld.md").write_text("\n".join(md) + "\n")
+        return
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     df = pd.DataFrame([row for i in a.cases for row in curve(*CASES[i], a.steps)])
     table = ["| t = nβ | " + " | ".join(f"{w} r={r}" for (w, r), _ in df.groupby(["widths", "r"], sort=False)) + " |",
