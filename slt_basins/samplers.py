@@ -257,6 +257,14 @@ def _check_rms_options(decay: float, init_v: float, delta: float, normalize: boo
         raise ValueError(f"rmsprop max_gain must be finite and ≥ 1; got {max_gain!r}.")
 
 
+def _second_moment(v: torch.Tensor, k: torch.Tensor, grad: torch.Tensor, decay: float, adapt: bool):
+    """RMSprop's running mean of squared loss gradients and its step count, updated only while ``adapt``
+    (burn-in): v ← decay·v + (1 − decay)·g², k ← k + 1; unchanged afterwards."""
+    if not adapt:
+        return v, k
+    return decay * v + (1.0 - decay) * grad.square(), k + 1
+
+
 def _rms_metric(v: torch.Tensor, k: torch.Tensor, decay: float, delta: float, normalize: bool,
                 max_gain: float) -> torch.Tensor:
     """The diagonal metric G of RMSprop-/Adam-SGLD from the second moment ``v`` after ``k`` adapted steps.
@@ -332,9 +340,7 @@ def rmsprop_sgld(decay: float = 0.99, init_v: float = 1.0, delta: float = 1e-8, 
 
     def step(state: RMSpropState, loss_and_grad, noise, hyper: Hyper):
         loss, grad = loss_and_grad(state.w)
-        v, k = state.v, state.k
-        if hyper.adapt:
-            v, k = decay * v + (1.0 - decay) * grad.square(), k + 1
+        v, k = _second_moment(state.v, state.k, grad, decay, hyper.adapt)
         w = langevin_proposal(state.w, grad, noise, hyper, precond(RMSpropState(state.w, v, k)))
         return RMSpropState(w, v, k), loss, None
 
@@ -413,9 +419,7 @@ def adam_sgld(beta1: float = 0.9, beta2: float = 0.999, init_v: float = 1.0, del
 
     def step(state: AdamSGLDState, loss_and_grad, noise, hyper: Hyper):
         loss, grad = loss_and_grad(state.w)
-        v, k = state.v, state.k
-        if hyper.adapt:
-            v, k = beta2 * v + (1.0 - beta2) * grad.square(), k + 1
+        v, k = _second_moment(state.v, state.k, grad, beta2, hyper.adapt)
         m, t = beta1 * state.m + (1.0 - beta1) * grad, state.t + 1
         m_hat = m / (1.0 - beta1 ** t).unsqueeze(-1)
         new = AdamSGLDState(state.w, m, v, k, t)
