@@ -408,6 +408,12 @@ def _pm(df_row, a, b):
     return f"{v:.4g} ± {s:.2g} ({v / df_row['lam']:.3f})"
 
 
+def _total(row) -> float:
+    """Seconds of the row: the recipe, its corrections and the shape's MALA reference, as measured."""
+    parts = [row.get(c) for c in ("wall_s", "reweight_wall_s", "sweep_wall_s", "mala_wall_s")]
+    return float(sum(v for v in parts if isinstance(v, (int, float)) and math.isfinite(v)))
+
+
 def corrected(row) -> tuple:
     """(value, s.e., method) of the bias-corrected λ̂: reweight when measured, else the sweep."""
     for m in ("reweight", "sweep"):
@@ -549,14 +555,15 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
                          r"(\d[\d.e+-]*): (.*?)(?=; \d[\d.e+-]*: |$)", str(r.get("calib_verdicts", "")))) + ".")
     L += ["", "## Seconds per row (1 torch thread on 2 shared cores)", "",
           "| size | shape | sampler | steps | calibration s (cells) | run s | checks s | recipe wall s | "
-          "sweep s | reweight s | MALA s (of which ε scan) | row total s | load start → end |",
+          "sweep s | reweight s | MALA s (of which ε scan) | row total s (recipe + corrections + MALA) | "
+          "load start → end |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in df.sort_values(["target", "shape", "sampler", "num_draws"]).iterrows():
         L.append(f"| {r['target']:.0e} | {r['shape']} | {r['sampler']} | {r['num_burnin']} + {r['num_draws']} | "
                  f"{_f(r.get('calib_s'), '{:.0f}')} ({_f(r.get('calib_cells'), '{:.0f}')}) | {_f(r.get('run_s'), '{:.1f}')} | "
                  f"{_f(r.get('checks_s'), '{:.1f}')} | {_f(r.get('wall_s'), '{:.0f}')} | {_f(r.get('sweep_wall_s'), '{:.0f}')} | "
                  f"{_f(r.get('reweight_wall_s'), '{:.0f}')} | {_f(r.get('mala_wall_s'), '{:.0f}')} "
-                 f"({_f(r.get('mala_calib_s'), '{:.0f}')}) | {_f(r.get('row_wall_s'), '{:.0f}')} | "
+                 f"({_f(r.get('mala_calib_s'), '{:.0f}')}) | {_f(_total(r), '{:.0f}')} | "
                  f"{r['load_start']:.1f} → {r['load_end']:.1f} |")
     L += ["", "## Projected cost per shape at the default budget", "",
           "Means over the measured rows of each size, short-budget rows included: their calibration cells have the "
@@ -645,6 +652,14 @@ def save(df: pd.DataFrame, out: Path) -> None:
     csv = out / "dln_ladder.csv"
     if csv.exists():  # keep rows of earlier runs with other (size, shape, sampler, n, steps)
         old = pd.read_csv(csv)
+        mala = [c for c in old.columns if c.startswith("mala_")]
+        if mala and ("mala_llc" not in df or df["mala_llc"].isna().any()):
+            # a shape's MALA reference is kept until it is recomputed (it does not depend on the sampler run)
+            refs = old.dropna(subset=["mala_llc"]).drop_duplicates(["target", "shape", "n"])[["target", "shape", "n"] + mala]
+            fresh = df[[c for c in df.columns if not c.startswith("mala_")]]
+            keep = df[df["mala_llc"].notna()] if "mala_llc" in df else df.iloc[:0]
+            df = pd.concat([keep, fresh[~fresh.index.isin(keep.index)].merge(refs, on=["target", "shape", "n"], how="left")],
+                           ignore_index=True)
         old = old[~old.set_index(KEY).index.isin(df.set_index(KEY).index)]
         df = pd.concat([old, df], ignore_index=True)
     df = df.sort_values(KEY, kind="stable").reset_index(drop=True)
