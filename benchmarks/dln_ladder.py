@@ -49,8 +49,8 @@ Per network and sampler (``--samplers``; default the package's default ``sgld``)
   acceptance is ≥ 0.5 in a cell of 8 chains × (1,000 + 1,000) steps at w* (``calibrate_potential`` with the
   R-hat and plateau rules switched off: MALA is exact at any ε, so ε only sets the mixing). With ε₀ fixed
   (``--mala-kernel fixed``, the built-in ``"mala"``) the chains drift along the DLN's symmetry directions into
-  regions 10–100× stiffer than w*, and the acceptance over a 2·10⁵-step run fell to 0.2–5 % (measured on the
-  10² and first 10³ shapes), so by default the sampler is MALA with a per-chain step multiplier adapted during
+  regions stiffer than w*, and the acceptance over a 2·10⁵-step run fell to 0.2–5 % (measured on the 10² and
+  first 10³ shapes; the adapted steps below ended 4–46× smaller than ε₀), so by default the sampler is MALA with a per-chain step multiplier adapted during
   burn-in towards acceptance 0.574 (Robbins–Monro, gain (k + 10)^−0.6) and frozen for the draws
   (``ADAPTIVE_MALA``, a :class:`slt_basins.samplers.Kernel` passed as ``sampler``): every draw then comes from a
   fixed, exact MALA kernel. Its acceptance over the draws and its final ε are reported;
@@ -452,6 +452,11 @@ def figure(df: pd.DataFrame, path: Path) -> None:
                 ax.errorbar(part.d * shift, part[col] / part.lam, yerr=part[se] / part.lam, fmt=marker, ms=5,
                             capsize=2, color=color, mfc=color if full else "none",
                             label=label + ("" if full else ", short timing run"))
+    failed = df[df.llc.isna()] if "llc" in df else df.iloc[:0]
+    if len(failed):
+        lo = ax.get_ylim()[0]
+        ax.scatter(failed.d, np.full(len(failed), lo + 0.02), marker="x", color="C0",
+                   label="default recipe: no step size found (CalibrationError)")
     ax.set_xscale("log")
     ax.set_xlabel("number of parameters d")
     ax.set_ylabel("λ̂ / λ (Aoyagi)")
@@ -513,12 +518,21 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
           f"over the batch and the outputs), batch {BATCH}, γ = {GAMMA:g}, nβ = n/log n. Default recipe: "
           "`estimate_llc(model, data, \"mse\", localization=1, batch_size=500, step_size=\"auto\", seed=0)`, 4 chains × "
           "(500 burn-in + 1,000 draws). Shapes: the generator of `benchmarks/dln_ladder.py` (widths and depth drawn "
-          "per size class, d within 0.56–1.78× the target, a random rank r shared by every layer: minimal points).",
+          "per size class, d within 0.56–1.78× the target, a random rank r shared by every layer: minimal points). Corrections: `estimate_llc_multitemperature(..., "
+          "method=\"reweight\")` and the 5-temperature sweep (n/log²n … n), with the recipe's sampler, steps and chosen "
+          "ε at n/log n. MALA reference: the same localised posterior at nβ = n/log n sampled exactly, on the loss "
+          "written through Σ̂ = XᵀX/n, by MALA with its step adapted during burn-in and frozen for the draws "
+          "(8 chains; `--mala-steps` per chain, half burn-in); it separates the sampler's error (recipe − MALA) from "
+          "the estimand's finite-temperature and localisation bias (MALA − λ).",
           "", "Machines, loads and code of the rows:", ""]
     for (mach, thr), g in df.groupby(["machine", "threads"]):
+        ml = pd.concat([g[c] for c in ("mala_load", "mala_load_end") if c in g]).dropna()
+        mg = sorted(g["mala_git"].dropna().unique()) if "mala_git" in g else []
         L.append(f"- {mach}; torch threads {thr}: {len(g)} rows, 1-minute load average {g.load_start.min():.1f}–"
                  f"{g.load_start.max():.1f} at the start of a row and {g.load_end.min():.1f}–{g.load_end.max():.1f} at "
-                 f"its end; code {', '.join(sorted(g.git.unique()))}; {', '.join(sorted(g.date.str[:10].unique()))}.")
+                 f"its end" + (f", {ml.min():.1f}–{ml.max():.1f} around the MALA references" if len(ml) else "")
+                 + f"; code {', '.join(sorted(g.git.unique()))}" + (f" (MALA references: {', '.join(mg)})" if mg else "")
+                 + f"; {', '.join(sorted(g.date.str[:10].unique()))}.")
     L += ["", "## λ̂ per network (default budget)", "",
           "λ̂/λ in brackets. ESS per 1k grad: bulk ESS of the run per 1,000 gradient evaluations of the run "
           "(calibration not counted; its evaluations are in the CSV). Wall: calibration + run + checks.", "",
