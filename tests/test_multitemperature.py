@@ -172,17 +172,9 @@ def test_linear_regression_constant_fit_and_wbic():
     """A regular model (d = 4, λ = 2, m = 1): the constant fit is chosen, λ matches the exact SGLD
     expectation Σ ½·(t a_i/(t a_i + γ))/(1 − ε_t(t a_i + γ)/4) averaged over the sweep, and the WBIC
     is n·L_n(w*) + λ̂(n/log n)·log n."""
-    g = torch.Generator().manual_seed(0)
     n = 1000
-    x = torch.randn(n, 3, generator=g, dtype=F64)
-    y = x @ torch.tensor([[1.0], [-2.0], [0.5]], dtype=F64) + 0.3 * torch.randn(n, 1, generator=g, dtype=F64)
-    xb = torch.cat([x, torch.ones(n, 1, dtype=F64)], 1)
-    sol = torch.linalg.lstsq(xb, y).solution
-    model = nn.Linear(3, 1).to(F64)
-    with torch.no_grad():
-        model.weight.copy_(sol[:3].T)
-        model.bias.copy_(sol[3])
-    curv = torch.linalg.eigvalsh(2 * xb.T @ xb / n).tolist()  # Hessian of the MSE
+    model, (x, y), a, _, _ = _regression(n, noise=0.3)
+    curv = a.tolist()  # the Hessian eigenvalues of the MSE
     gamma, eps_ref = 1.0, 1e-3  # ε·nβ·a/4 ≈ 0.07 at every temperature: λ̂ ≈ 2·1.07
     r = quiet(estimate_llc_multitemperature, model, (x, y), "mse", localization=gamma, step_size=eps_ref,
               num_chains=8, num_draws=400, num_burnin=100, progress=False, check_stability=False)
