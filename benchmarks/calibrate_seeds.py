@@ -33,7 +33,6 @@ import argparse
 import itertools
 import math
 import os
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch
 from torch import nn
 
 from slt_basins import calibration, diagnostics, estimate_llc
-from _machine import machine
+from _machine import git_state, machine
 
 OUT = Path(__file__).parent / "results"
 GAMMA = 100.0
@@ -102,11 +101,10 @@ def fixed_step(model, x, y, seeds: int, eps: float, batch_size) -> pd.DataFrame:
         for seed in range(seeds):
             r = estimate_llc(model, (x, y), "cross_entropy", step_size=eps, localization=GAMMA, batch_size=batch_size,
                              seed=seed, progress=False)
-            cm = r.llc_per_chain
             rows.append(dict(seed=seed, step_size=eps, llc=r.llc_mean, mcse=r.mcse, r_hat=r.checks.r_hat,
                              mcse_arviz=diagnostics.mcse_mean(r.llc_trace),
-                             se_between=float(cm.std(ddof=1) / math.sqrt(len(cm))),
-                             chain_means=" ".join(f"{v:.4f}" for v in cm)))
+                             se_between=diagnostics.between_chain_se(r.llc_trace),
+                             chain_means=" ".join(f"{v:.4f}" for v in r.llc_per_chain)))
             print(f"fixed ε = {eps:.3g}, seed {seed}: λ̂ = {r.llc_mean:.4f} ± {r.mcse:.4f} (ArviZ "
                   f"{rows[-1]['mcse_arviz']:.4f}, between chains {rows[-1]['se_between']:.4f})", flush=True)
     return pd.DataFrame(rows)
@@ -136,22 +134,6 @@ def summary(df: pd.DataFrame) -> dict:
         if zz > z:
             z, pair = zz, (int(a["seed"]), int(b["seed"]))
     return dict(eps_ratio=ratio, max_z=z, pair=pair, eps_ok=ratio <= 3.0, z_ok=z <= 3.0)
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return "unknown CPU"
-
-
-def git_state() -> str:
-    def git(*a):
-        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
-    return f"commit {git('rev-parse', '--short', 'HEAD').strip()}" + (
-        f", with uncommitted changes to {', '.join(dirty)}" if dirty else "")
 
 
 def seed_table(df: pd.DataFrame, s: dict) -> list[str]:
@@ -258,7 +240,7 @@ def main():
     fx = None if args.no_control else fixed_step(model, x, y, args.control_seeds, eps_mid, args.batch_size or None)
     bl = None if args.no_baseline else per_cell_rule(model, x, y, args.seeds, args.batch_size or None)
     total, load1 = time.perf_counter() - t0, os.getloadavg()[0]
-    head = [f"machine: {cpu_name()} ({os.cpu_count()} cores); {machine()}",
+    head = [f"machine: {machine()}",
             f"shared: 1-minute load average {load0:.1f} at the start and {load1:.1f} at the end on "
             f"{os.cpu_count()} cores (other jobs were running); torch threads: {args.threads}; total {total:.0f} s.",
             f"code: {git_state()}.", "",

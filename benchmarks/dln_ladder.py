@@ -77,7 +77,6 @@ import inspect
 import math
 import os
 import re
-import subprocess
 import time
 import warnings
 from datetime import datetime, timezone
@@ -93,7 +92,7 @@ from slt_basins import (CalibrationError, LLCWarning, SamplerDivergedError, cali
 from slt_basins.options import MODEL_DEFAULTS
 from slt_basins.samplers import Kernel, langevin_log_accept, langevin_proposal
 from slt_basins.toys import DeepLinearNetwork
-from _machine import machine
+from _machine import git_state, machine
 
 OUT = Path(__file__).parent / "results"
 BATCH, GAMMA, SEED, DATA_SEED = 500, 1.0, 0, 1
@@ -318,13 +317,6 @@ def mala_reference(dln, x, n: int, steps: int, kernel: str = "adaptive") -> dict
 
 
 # -- one network -----------------------------------------------------------------------------------------------------
-def git_state() -> str:
-    def git(*a):
-        return subprocess.run(["git", *a], capture_output=True, text=True, cwd=Path(__file__).parent).stdout
-    dirty = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
-    return git("rev-parse", "--short", "HEAD").strip() + (f" + uncommitted {', '.join(dirty)}" if dirty else "")
-
-
 def setup(target: float, k: int, args) -> tuple:
     """(dln, x, y, base row fields) of shape k of size ``target``."""
     shape = draw_shape(target, k)

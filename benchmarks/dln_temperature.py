@@ -38,8 +38,8 @@ import torch
 
 from slt_basins import estimate_llc_potential, fit_multitemperature
 from slt_basins.toys import DeepLinearNetwork
-from _machine import machine
-from dln_ladder import ADAPTIVE_MALA, exact_potential, git_state
+from _machine import git_state, machine
+from dln_ladder import ADAPTIVE_MALA, exact_potential
 
 OUT = Path(__file__).parent / "results"
 N = 10_000

@@ -25,7 +25,7 @@ def _az():
         _AZ = arviz
     return _AZ
 
-__all__ = ["mcse_mean", "llc_mcse", "ess_bulk", "rhat", "summary_table", "to_inference_data"]
+__all__ = ["mcse_mean", "llc_mcse", "between_chain_se", "ess_bulk", "rhat", "summary_table", "to_inference_data"]
 
 
 def _as_chain_draw(x: np.ndarray) -> np.ndarray:
@@ -75,10 +75,21 @@ def llc_mcse(draws: np.ndarray) -> float:
     """
     x = _as_chain_draw(draws)
     az = mcse_mean(x)
+    return az if x.shape[0] < 2 else max(az, between_chain_se(x))
+
+
+def between_chain_se(draws: np.ndarray) -> float:
+    """s/√C for a ``(chains, draws)`` array with C ≥ 2 chains: s the standard deviation (ddof = 1) of
+    the C chain means. The standard error of their average when the chains are independent, with no
+    model of the autocorrelation. Units: those of the draws.
+
+    >>> round(between_chain_se(np.array([[0.0, 2.0], [4.0, 6.0]])), 6)  # chain means 1 and 5: s = 2√2
+    2.0
+    """
+    x = _as_chain_draw(draws)
     if x.shape[0] < 2:
-        return az
-    between = float(x.mean(axis=1).std(ddof=1) / np.sqrt(x.shape[0]))
-    return max(az, between)
+        raise ValueError(f"the between-chain standard error needs at least 2 chains; got {x.shape[0]}.")
+    return float(x.mean(axis=1).std(ddof=1) / np.sqrt(x.shape[0]))
 
 
 def ess_bulk(draws: np.ndarray) -> float:
