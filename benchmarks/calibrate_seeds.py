@@ -17,8 +17,9 @@ Targets (the issue): chosen ε within a factor of 3 of each other, estimates wit
 
 A control runs 20 seeds at one fixed ε (the median choice) to measure how far apart the estimates are
 when only the seed differs, against the reported MCSE and its two parts (ArviZ's autocorrelation MCSE and
-the between-chain standard error); a baseline reruns the five seeds with each calibration cell judged by
-its own acceptance snapshot (the rule before the pooled fit; no refinement cell).
+the between-chain standard error); a baseline reruns the five seeds with the calibration cells' MALA probe as
+it was before positions spread over the draws: 8 proposals per chain at the chains' final positions only
+(``calibration.CALIBRATION_PROPOSALS = 8`` and no kept positions, ``chains.PROBE_MEMORY = 0``).
 
 Usage: python benchmarks/calibrate_seeds.py [--seeds 5] [--threads 1] [--batch-size 256] [--no-control]
 [--no-baseline] [--no-save]
@@ -42,7 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from slt_basins import calibration, diagnostics, estimate_llc
+from slt_basins import calibration, chains, diagnostics, estimate_llc
 from _machine import git_state, machine
 
 OUT = Path(__file__).parent / "results"
@@ -110,18 +111,18 @@ def fixed_step(model, x, y, seeds: int, eps: float, batch_size) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def per_cell_rule(model, x, y, seeds: int, batch_size) -> pd.DataFrame:
-    """The same seeds with the rule before the pooled fit: ``fit_rejection`` disabled, so each cell is judged
-    by its own acceptance snapshot and no refinement cell is run (the choice stays on the √10 grid)."""
-    saved = calibration.fit_rejection
-    calibration.fit_rejection = lambda *a, **k: None
+def final_snapshot_probe(model, x, y, seeds: int, batch_size) -> pd.DataFrame:
+    """The same seeds with the calibration cells' probe as before: 8 proposals per chain at the chains' final
+    positions only (no positions kept during the draws)."""
+    saved = calibration.CALIBRATION_PROPOSALS, chains.PROBE_MEMORY
+    calibration.CALIBRATION_PROPOSALS, chains.PROBE_MEMORY = 8, 0
     try:
         rows = [one_seed(model, x, y, seed, batch_size, record=False) for seed in range(seeds)]
     finally:
-        calibration.fit_rejection = saved
+        calibration.CALIBRATION_PROPOSALS, chains.PROBE_MEMORY = saved
     for r in rows:
-        print(f"per-cell rule, seed {r['seed']}: ε = {r['step_size']:.3g}  λ̂ = {r['llc']:.4f} ± {r['mcse']:.4f}",
-              flush=True)
+        print(f"final-position probe, seed {r['seed']}: ε = {r['step_size']:.3g}  λ̂ = {r['llc']:.4f} ± "
+              f"{r['mcse']:.4f}", flush=True)
     return pd.DataFrame(rows)
 
 
@@ -192,7 +193,8 @@ def verdict(df: pd.DataFrame, s: dict, fx) -> list[str]:
 
 def baseline_lines(bl: pd.DataFrame) -> list[str]:
     b = summary(bl)
-    return ["", "## The same seeds with each cell judged by its own snapshot (the rule before the pooled fit)", "",
+    return ["", "## The same seeds with the probe at the chains' final positions only (8 proposals per chain, as "
+            "before)", "",
             "| seed | chosen ε | λ̂ ± MCSE | calibration cells |", "|---|---|---|---|"] + [
         f"| {r['seed']} | {r['step_size']:.3g} | {r['llc']:.4f} ± {r['mcse']:.4f} | {r['calibration_cells']} |"
         for _, r in bl.iterrows()] + [
@@ -203,8 +205,9 @@ def baseline_lines(bl: pd.DataFrame) -> list[str]:
 def cell_lines() -> list[str]:
     """Every calibration cell that ran without divergence, per seed: the acceptance measured and fitted."""
     lines = ["", "## Calibration cells (no divergence), per seed", "",
-             "1 − a is the MALA rejection of the cell's own 32 proposals (8 per chain at the chains' final "
-             "positions); 'fit' is the pooled fit's 1-D equivalent acceptance at that ε, which decides rule 2.", "",
+             f"1 − a is the MALA rejection of the cell's own {4 * calibration.CALIBRATION_PROPOSALS} proposals "
+             f"({calibration.CALIBRATION_PROPOSALS} per chain, spread over {chains.PROBE_POSITIONS} positions of each "
+             "chain: three during the draws and the final one); 'fit' is the pooled fit's 1-D equivalent acceptance at that ε, which decides rule 2.", "",
              "| seed | ε | refinement | draws | 1 − a | own 1-D acc. | fit 1-D acc. | λ̂ ± MCSE | status |",
              "|---|---|---|---|---|---|---|---|---|"]
     for c in CELLS:
@@ -221,7 +224,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=256, help="0 for full batch")
     p.add_argument("--no-control", action="store_true", help="skip the fixed-ε control runs")
     p.add_argument("--control-seeds", type=int, default=20, help="seeds of the fixed-ε control")
-    p.add_argument("--no-baseline", action="store_true", help="skip the runs with the per-cell rule")
+    p.add_argument("--no-baseline", action="store_true", help="skip the runs with the final-position probe")
     p.add_argument("--no-save", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -238,7 +241,7 @@ def main():
     s = summary(df)
     eps_mid = float(f"{math.exp(df['step_size'].map(math.log).median()):.2g}")
     fx = None if args.no_control else fixed_step(model, x, y, args.control_seeds, eps_mid, args.batch_size or None)
-    bl = None if args.no_baseline else per_cell_rule(model, x, y, args.seeds, args.batch_size or None)
+    bl = None if args.no_baseline else final_snapshot_probe(model, x, y, args.seeds, args.batch_size or None)
     total, load1 = time.perf_counter() - t0, os.getloadavg()[0]
     head = [f"machine: {machine()}",
             f"shared: 1-minute load average {load0:.1f} at the start and {load1:.1f} at the end on "
@@ -255,7 +258,7 @@ def main():
     if not args.no_save:
         OUT.mkdir(exist_ok=True)
         out = pd.concat([df.assign(run="auto")] + ([] if fx is None else [fx.assign(run="fixed step size")])
-                        + ([] if bl is None else [bl.assign(run="auto, per-cell acceptance rule")]))
+                        + ([] if bl is None else [bl.assign(run="auto, probe at final positions only")]))
         out.to_csv(OUT / "calibrate_seeds.csv", index=False)
         (OUT / "calibrate_seeds.md").write_text(md + "\n")
         print(f"wrote {OUT / 'calibrate_seeds.csv'} and {OUT / 'calibrate_seeds.md'}")

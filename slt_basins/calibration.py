@@ -25,10 +25,12 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
      corresponds to s ≈ 0.02, a variance inflation of about 2 % in the stiffest direction, at every
      d. Where most parameters are flat (a singular model) the stiff directions dominate the
      rejection and √d over-normalises, so the rule is more lenient there; rule 3 backs it up.
-     *Pooled over the scan.* Each cell's a is a snapshot (8 proposals per chain at the chains'
-     final positions): on a 2,410-parameter MLP, 1 − a at the same ε varied by up to a factor of 3
-     between five seeds (benchmarks/results/calibrate_seeds.md), so a per-cell verdict near the
-     threshold is a coin flip. Instead, for each (nβ, γ), log((1 − a)/√d) is fitted as α + p·log ε by least squares over
+     *Pooled over the scan.* A cell's a comes from :data:`CALIBRATION_PROPOSALS` = 32 proposals per
+     chain (4× a run's probe), spread over four positions of each chain: three during the draws and
+     the final one (:func:`slt_basins.chains.probe_steps`). A snapshot of 8 proposals at the chains'
+     final positions alone varied by up to a factor of 3 in 1 − a at the same ε between five seeds on
+     a 2,410-parameter MLP (benchmarks/results/calibrate_seeds.md), and even so a per-cell verdict near
+     the threshold is a coin flip. So for each (nβ, γ), log((1 − a)/√d) is fitted as α + p·log ε by least squares over
      every stable cell with 0.5 < a < 1 (:func:`fit_rejection`; p clipped to [1, 2] around the
      Gaussian 3/2), and the fitted a₁(ε) decides; a cell's own a decides where fewer than two cells
      are measured, or where its own a ≤ 0.5 (saturated). The fit's crossing ε_acc, where
@@ -133,6 +135,7 @@ MAX_RHAT = 1.1
 PLATEAU_TOL = 0.02
 PER_DECADE = 2
 DECADES = 5
+CALIBRATION_PROPOSALS = 32  # MALA-probe proposals per chain in a calibration cell (module docstring, rule 2)
 MAX_STRETCH = 8.0  # a cell runs at most 8× the base budget (retries for R-hat; same Langevin time below ε_acc)
 
 _GROUP = ["nbeta", "localization"]
@@ -186,10 +189,8 @@ def fit_rejection(eps, accept, d: int) -> Optional[tuple[float, float, int]]:
     with fewer than two such cells at distinct ε.
 
     The fitted 1-D equivalent acceptance at ε is 1 − exp(α + p·log ε); it crosses a threshold
-    ``thr`` at ε = exp((log(1 − thr) − α)/p). Each cell's acceptance is a snapshot of 8 proposals per
-    chain at the chains' final positions (1 − a varied by up to a factor of 3 between five seeds at the
-    same ε on a 2,410-parameter MLP, benchmarks/results/calibrate_seeds.md); the fit pools every
-    measured cell of the scan.
+    ``thr`` at ε = exp((log(1 − thr) − α)/p). Each cell's acceptance is a noisy measurement (module
+    docstring, rule 2); the fit pools every measured cell of the scan.
 
     >>> a, p, n = fit_rejection([1e-3, 1e-4], [1 - 1e-2, 1 - 1e-2 * 10 ** -1.5], d=1)
     >>> round(p, 6), n, round(math.exp((math.log(1e-3) - a) / p), 8)  # where 1 − a₁ = 1e-3
@@ -635,7 +636,8 @@ def _run_cell(sw: _Sweep, row: dict, group_rows: list[dict], stretch: float, anc
     while True:
         budget = sw.budget(stretch)
         out = _cell(sw.run, sw.base.replace(**budget, step_size=eps, localization=row["localization"],
-                                            nbeta=row["nbeta"], progress=False))
+                                            nbeta=row["nbeta"], progress=False,
+                                            probe_proposals=CALIBRATION_PROPOSALS))
         out.pop("nbeta", None)
         spent += out["wall_s"]
         row.update(out, **budget, wall_s=spent, attempts=row["attempts"] + 1)
@@ -991,7 +993,7 @@ def calibrate_potential(
         ...                           nbeta=100.0, step_sizes=[2e-3, 2e-4, 6.3e-5], num_draws=200,
         ...                           num_burnin=100, progress=False)
         >>> round(cal.step_size, 6)  # 2e-3 is rejected for step-size bias; a refinement cell lands below it
-        0.000369
+        0.000307
         >>> 0 < cal.step_size * (100.0 * 2 + 1) / 4 <= 0.05  # a small fraction of the stability limit
         True
     """

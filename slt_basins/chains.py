@@ -215,6 +215,26 @@ class LocalSync:
         return bool(alive.any())
 
 
+PROBE_POSITIONS = 4  # positions per chain for the MALA probe: 3 during the draws and the final one ...
+PROBE_MEMORY = 1 << 24  # ... when the 3 extra copies of the chains' parameters hold at most 2²⁴ numbers
+
+
+def probe_steps(num_burnin: int, num_draws: int, chains: int, d: int) -> frozenset:
+    """The steps after which the loop keeps a copy of the chains' positions for the MALA probe
+    (:func:`slt_basins.checks.mala_probe`): k/:data:`PROBE_POSITIONS` of the way through the draws for
+    k = 1 … PROBE_POSITIONS − 1 (the final positions are the last); none when those copies would hold
+    more than :data:`PROBE_MEMORY` numbers (large models: the probe then uses the final positions only).
+
+    >>> sorted(probe_steps(100, 200, chains=4, d=10)), probe_steps(100, 200, chains=4, d=10 ** 7)
+    ([150, 200, 250], frozenset())
+    """
+    extra = PROBE_POSITIONS - 1
+    if extra * chains * d > PROBE_MEMORY:
+        return frozenset()
+    return frozenset(num_burnin + (k * num_draws) // PROBE_POSITIONS for k in range(1, PROBE_POSITIONS)) - {
+        num_burnin, num_burnin + num_draws}
+
+
 def block_size(d: int, total_steps: int) -> int:
     """Steps per block of pre-drawn noise: bounded memory, independent of the chain count.
 
@@ -238,6 +258,8 @@ class ChainRun:
     Metropolis acceptance probability over the draws (kernels that report one, e.g. MALA), else None.
     ``resumed_from`` is the step a checkpoint was resumed from (None: started at step 0);
     ``checkpoint_step`` is the step that the checkpoint file ``checkpoint_path`` holds (None: none).
+    ``probe_w`` holds the chains' positions at the steps of :func:`probe_steps` that the loop passed
+    (None when there are none, e.g. for large models, or after a resume past them).
 
     Example:
         >>> from slt_basins.samplers import SGLD
@@ -262,6 +284,7 @@ class ChainRun:
     checkpoint_path: Optional[str] = None
     checkpoint_step: Optional[int] = None
     observed: Optional[dict] = None
+    probe_w: Optional[torch.Tensor] = None  # (positions, chains, d): earlier positions for the MALA probe
 
 
 def _observer_seed(seed: int, index: int) -> int:
@@ -353,6 +376,8 @@ class LoopState:
     obs_llc_tr: Optional[torch.Tensor] = None  # ... and their draws nβ·(L_obs(w_t) − L_obs(w*))
     obs_streams: Optional[list] = None  # the observed datasets' stream states, in a snapshot only
     last_loss: Optional[torch.Tensor] = None  # (chains,) L_B at the last step's starting point
+    probe_at: frozenset = frozenset()  # steps after which the positions are kept for the MALA probe ...
+    probes: list = dataclasses.field(default_factory=list)  # ... and those copies (not in checkpoints)
 
     @classmethod
     def start(cls, kernel: Kernel, target: "Target", hyper: Hyper, chains: int, num_draws: int) -> "LoopState":
@@ -454,6 +479,8 @@ class LoopState:
                     self.acc_sum = self.acc_sum + torch.where(self.alive, acc, 0.0)
                     self.has_acc = True
             self.t += 1
+            if self.t in self.probe_at:
+                self.probes.append(self.state[0].detach().clone())
 
     def result(self, num_burnin: int, **extra) -> ChainRun:
         """The raw output, traces cut to the draws taken."""
@@ -465,7 +492,7 @@ class LoopState:
             accept=(self.acc_sum / max(kept, 1)).cpu().numpy() if self.has_acc else None,
             observed=None if self.obs_llc_tr is None else dict(
                 loss=self.obs_loss_tr[:, :, :kept].cpu().numpy(), llc=self.obs_llc_tr[:, :, :kept].cpu().numpy()),
-            **extra)
+            probe_w=torch.stack(self.probes) if self.probes else None, **extra)
 
 
 def run_chains(
@@ -532,6 +559,7 @@ def run_chains(
         target = GroupedTarget(target, chain_group)
     total = num_burnin + num_draws
     loop = LoopState.start(kernel, target, hyper, chains, num_draws)
+    loop.probe_at = probe_steps(num_burnin, num_draws, chains, d)
     observed = Observed(observe or {}, seed, chain_ids, hyper.w_star.device, hyper.w_star.dtype)
     loop.observe(observed, num_draws)
     interrupted, stopped, resumed_from, fp, saved_t = False, False, None, None, None

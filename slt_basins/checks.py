@@ -137,7 +137,8 @@ def top_curvature(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tens
     return lanczos_top(hvp, v0, iters, rtol).value
 
 
-def check_examples(batch: int, chains: int, steps: int, share: Optional[float] = None) -> int:
+def check_examples(batch: int, chains: int, steps: int, share: Optional[float] = None,
+                   proposals: int = MALA_PROPOSALS) -> int:
     """Examples for the checks of a model: the most whose nominal cost is ``share`` (default: the module's
     :data:`CHECK_SHARE`, read at each call) of the sampling's, and at least one minibatch (``batch``).
     The caller caps it at n and at the target's maximum (:data:`~slt_basins.targets.CHECK_EXAMPLES`).
@@ -145,7 +146,7 @@ def check_examples(batch: int, chains: int, steps: int, share: Optional[float] =
     Costs are counted in per-example gradient evaluations: sampling takes steps·chains·batch; the
     checks take, per example of their subsample, HVP_COST times the Hessian-vector products
     (CURVATURE_ITERATIONS at each of 1 + min(END_CHAINS, chains) points, and the
-    LOCALIZATION_PROBES·LOCALIZATION_STEPS of the curvature density at w*) and 2·MALA_PROPOSALS·chains
+    LOCALIZATION_PROBES·LOCALIZATION_STEPS of the curvature density at w*) and 2·``proposals``·chains
     gradient evaluations of the MALA probe. Early stopping makes the actual share smaller; at the
     one-minibatch floor (short runs) it is larger.
 
@@ -154,7 +155,7 @@ def check_examples(batch: int, chains: int, steps: int, share: Optional[float] =
     """
     share = CHECK_SHARE if share is None else share
     hvps = CURVATURE_ITERATIONS * (1 + min(END_CHAINS, chains)) + LOCALIZATION_PROBES * LOCALIZATION_STEPS
-    per_example = HVP_COST * hvps + 2 * MALA_PROPOSALS * chains
+    per_example = HVP_COST * hvps + 2 * int(proposals) * chains
     return max(int(batch), int(share * steps * chains * batch / per_example))
 
 
@@ -217,38 +218,49 @@ def step_stability(kernel: Kernel, hyper: Hyper, grad_fn, w: torch.Tensor,
 
 def mala_probe(kernel: Kernel, final_w: torch.Tensor, final_state, alive: np.ndarray, hyper: Hyper,
                loss_and_grad, proposals: int = MALA_PROPOSALS, seed: int = 0,
-               max_rows: Optional[int] = None) -> Optional[float]:
+               max_rows: Optional[int] = None, earlier: Optional[torch.Tensor] = None) -> Optional[float]:
     """Mean Metropolis acceptance probability (0–1) of ``proposals`` fresh Langevin proposals of the
-    kernel per chain, from the final positions of the ``alive`` chains, with the loss given by
-    ``loss_and_grad`` ((rows, d) → (L, ∇L)), evaluated ``max_rows`` rows at a time (None: all at once).
-    For an unadjusted kernel a value near 1 means its discretisation bias is small. None when no
-    chain is alive.
+    kernel per chain, of the ``alive`` chains, with the loss given by ``loss_and_grad`` ((rows, d) →
+    (L, ∇L)), evaluated ``max_rows`` rows at a time (None: all at once). The proposals start from the
+    chains' final positions and, where given, from ``earlier`` positions of the same chains
+    (``(positions, chains, d)``, :attr:`slt_basins.chains.ChainRun.probe_w`), spread evenly
+    (proposals // positions from each, at least one); the preconditioner of a preconditioned kernel is
+    the final one at every position (frozen after burn-in for ``rmsprop_sgld``). For an unadjusted
+    kernel a value near 1 means its discretisation bias is small. None when no chain is alive.
 
     Statistical error: the mean of R = proposals·chains acceptance probabilities a_i ∈ [0, 1] has a
     standard error sd(a)/√R ≤ 0.5/√R over the proposal noise (0.09 for 4 chains × 8; much less near
-    acceptance 1, where sd(a) is small), given the final positions. For a model, ``loss_and_grad``
-    is the loss on the checks' fixed subsample (:func:`check_examples` examples): the probe then
-    tests the step against that loss's own posterior, whose curvature is that of a minibatch loss.
+    acceptance 1, where sd(a) is small), given the positions; positions spread over the draws make the
+    mean less dependent on where the chains happen to end (a snapshot at the final positions alone
+    varied by up to 3× between seeds on the MLP of the docs page *Benchmarks*, "step_size='auto'
+    across seeds"). For a model, ``loss_and_grad`` is the loss on the checks' fixed subsample
+    (:func:`check_examples` examples): the probe then tests the step against that loss's own
+    posterior, whose curvature is that of a minibatch loss.
 
     >>> from slt_basins.samplers import SGLD
     >>> f = lambda w: (0.5 * (w ** 2).sum(1), w)
     >>> hy = Hyper(1e-4, 0.0, 10.0, torch.zeros(3))
-    >>> a = mala_probe(SGLD, torch.zeros(2, 3), (torch.zeros(2, 3),), np.array([0, 1]), hy, f, max_rows=5)
+    >>> a = mala_probe(SGLD, torch.zeros(2, 3), (torch.zeros(2, 3),), np.array([0, 1]), hy, f, max_rows=5,
+    ...                earlier=torch.ones(3, 2, 3))
     >>> 0.99 < a <= 1.0
     True
     """
     if len(alive) == 0 or final_state is None:
         return None
-    idx = torch.as_tensor(alive, device=final_w.device).repeat_interleave(proposals)
-    w = final_w[idx]
-    G = None if kernel.preconditioner is None else kernel.preconditioner(final_state)[idx]
+    rows = torch.as_tensor(alive, device=final_w.device)
+    points = [final_w] + ([] if earlier is None else list(earlier))
+    per = max(1, int(proposals) // len(points))
+    w = torch.cat([p[rows].repeat_interleave(per, dim=0) for p in points])
+    G = None
+    if kernel.preconditioner is not None:
+        G = kernel.preconditioner(final_state)[rows].repeat_interleave(per, dim=0).repeat(len(points), 1)
     h = hyper._replace(adapt=False)
     gen = torch.Generator(device=w.device).manual_seed(seed)
     z = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
-    step = len(idx) if max_rows is None else max(1, int(max_rows))
+    step = len(w) if max_rows is None else max(1, int(max_rows))
     acc = []
     with torch.no_grad():
-        for i in range(0, len(idx), step):
+        for i in range(0, len(w), step):
             sl = slice(i, i + step)
             Gi = None if G is None else G[sl]
             loss, grad_ = loss_and_grad(w[sl])

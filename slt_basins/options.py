@@ -106,6 +106,7 @@ class LLCOptions:
     device: Any = None
     vectorize: bool = True
     callback: Optional[Callable] = None
+    probe_proposals: Optional[int] = None  # MALA-probe proposals per chain (None: checks.MALA_PROPOSALS)
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen: normalise in place once)
@@ -129,6 +130,8 @@ class LLCOptions:
                 raise TypeError(f"{flag} must be True or False; got {getattr(self, flag)!r}.")
         if self.batch_size is not None:
             set_("batch_size", check_count("batch_size", self.batch_size, 1))
+        if self.probe_proposals is not None:
+            set_("probe_proposals", check_count("probe_proposals", self.probe_proposals, 1))
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be a function of a slt_basins.sampling.BlockInfo; got {self.callback!r}.")
         if self.callback is not None and self.distributed:

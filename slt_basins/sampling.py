@@ -115,7 +115,8 @@ def _check_examples(target, opts: LLCOptions) -> Optional[int]:
     for this run's steps, chains and batch, capped at n and :data:`~slt_basins.targets.CHECK_EXAMPLES`."""
     if target.n is None:
         return None
-    m = _checks.check_examples(target.batch_size or target.n, opts.num_chains, opts.num_burnin + opts.num_draws)
+    m = _checks.check_examples(target.batch_size or target.n, opts.num_chains, opts.num_burnin + opts.num_draws,
+                               proposals=_proposals(opts))
     return min(target.n, CHECK_EXAMPLES, m)
 
 
@@ -214,7 +215,7 @@ def _sample(target, opts: LLCOptions) -> LLCResult:
     _end_stability(p, run, None if fns is None else fns[0], checks, chain_ids)
     # the probe evaluates at most as many examples at once as one sampling step does
     rows = None if m is None else max(1, opts.num_chains * (target.batch_size or target.n) // m)
-    _acceptance(p, run, fns, checks, opts.seed, rows)
+    _acceptance(p, run, fns, checks, opts, rows)
     checks.checks_time_s = (t1 - t0) + (time.perf_counter() - t3)
     config = dict(opts.as_dict(), **target.describe(), nbeta=p.hyper.nbeta, chain_ids=chain_ids,
                   divergence_bound=p.divergence_bound, check_examples=m)
@@ -240,14 +241,21 @@ def _observed(run: ChainRun, observers: dict) -> dict:
     return out
 
 
-def _acceptance(p: Plan, run: ChainRun, fns, checks: Checks, seed: int, max_rows: Optional[int]) -> None:
-    """MALA's own acceptance, or the MALA probe of a Langevin kernel (``max_rows`` proposals per evaluation)."""
+def _proposals(opts: LLCOptions) -> int:
+    """The MALA probe's proposals per chain: ``opts.probe_proposals``, or :data:`checks.MALA_PROPOSALS`."""
+    return _checks.MALA_PROPOSALS if opts.probe_proposals is None else opts.probe_proposals
+
+
+def _acceptance(p: Plan, run: ChainRun, fns, checks: Checks, opts: LLCOptions, max_rows: Optional[int]) -> None:
+    """MALA's own acceptance, or the MALA probe of a Langevin kernel (``max_rows`` proposals per evaluation)
+    from the chains' final positions and those the loop kept during the draws (``run.probe_w``)."""
     alive = np.flatnonzero(run.diverged_at < 0)
     if run.accept is not None:
         checks.mala_accept = float(run.accept[alive].mean()) if len(alive) else None
     elif fns is not None and p.kernel.langevin:
         checks.mala_accept = _checks.measure(checks, "mala_probe", lambda: _checks.mala_probe(
-            p.kernel, run.final_w, run.final_state, alive, p.hyper, fns[1], seed=seed, max_rows=max_rows))
+            p.kernel, run.final_w, run.final_state, alive, p.hyper, fns[1], proposals=_proposals(opts),
+            seed=opts.seed, max_rows=max_rows, earlier=run.probe_w))
 
 
 def _interrupted_note(run: ChainRun, config: dict) -> str:
