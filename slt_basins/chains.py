@@ -259,7 +259,7 @@ class ChainRun:
     ``resumed_from`` is the step a checkpoint was resumed from (None: started at step 0);
     ``checkpoint_step`` is the step that the checkpoint file ``checkpoint_path`` holds (None: none).
     ``probe_w`` holds the chains' positions at the steps of :func:`probe_steps` that the loop passed
-    (None when there are none, e.g. for large models, or after a resume past them).
+    (None when there are none, e.g. for large models; a checkpoint keeps them).
 
     Example:
         >>> from slt_basins.samplers import SGLD
@@ -377,7 +377,7 @@ class LoopState:
     obs_streams: Optional[list] = None  # the observed datasets' stream states, in a snapshot only
     last_loss: Optional[torch.Tensor] = None  # (chains,) L_B at the last step's starting point
     probe_at: frozenset = frozenset()  # steps after which the positions are kept for the MALA probe ...
-    probes: list = dataclasses.field(default_factory=list)  # ... and those copies (not in checkpoints)
+    probes: list = dataclasses.field(default_factory=list)  # ... and those copies
 
     @classmethod
     def start(cls, kernel: Kernel, target: "Target", hyper: Hyper, chains: int, num_draws: int) -> "LoopState":
@@ -411,7 +411,7 @@ class LoopState:
     def snapshot(self, streams: Sequence["ChainStream"], observed: Optional["Observed"] = None) -> "LoopState":
         """A shallow copy at this block boundary, with the streams' states (the loop never modifies
         a tensor of it in place, except trace columns past its own ``t``), for :meth:`payload`."""
-        return dataclasses.replace(self, streams=[s.state_dict() for s in streams],
+        return dataclasses.replace(self, streams=[s.state_dict() for s in streams], probes=list(self.probes),
                                    obs_streams=observed.state_dict() if observed else None)
 
     def payload(self, fp: dict, num_burnin: int) -> dict:
@@ -426,6 +426,7 @@ class LoopState:
             observed=None if self.obs_llc_tr is None else dict(
                 loss=self.obs_loss_tr[:, :, :kept].cpu(), llc=self.obs_llc_tr[:, :, :kept].cpu(),
                 streams=self.obs_streams),
+            probes=[q.cpu() for q in self.probes],
         )
 
     def restore(self, saved: dict, streams: Sequence["ChainStream"], kernel: Kernel, path: str,
@@ -447,6 +448,7 @@ class LoopState:
             obs = saved["observed"]
             self.obs_loss_tr[:, :, :kept], self.obs_llc_tr[:, :, :kept] = obs["loss"].to(dev), obs["llc"].to(dev)
             observed.load_state_dict(obs["streams"])
+        self.probes = [q.to(dev) for q in saved.get("probes", [])]
         self.t = int(saved["t"])
 
     def advance(self, kernel: Kernel, target: "Target", hyper: Hyper, streams: Sequence["ChainStream"], k: int,

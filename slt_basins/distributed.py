@@ -193,7 +193,8 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
 
     mine = dict(loss=run.loss, llc=run.llc, diverged_at=run.diverged_at, steps_done=run.steps_done,
                 accept=run.accept, state=[f.detach().cpu() for f in run.final_state],
-                resumed_from=run.resumed_from, checkpoint_step=run.checkpoint_step, extra=extra)
+                resumed_from=run.resumed_from, checkpoint_step=run.checkpoint_step, extra=extra,
+                probe_w=None if run.probe_w is None else run.probe_w.detach().cpu())
     parts: list = [None] * ctx.world_size
     dist.all_gather_object(parts, mine)
     kept = min(p["llc"].shape[1] for p in parts)
@@ -202,6 +203,8 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
                                     for i in range(len(run.final_state))])
     resumed = [p["resumed_from"] for p in parts if p["resumed_from"] is not None]
     saved = [p["checkpoint_step"] for p in parts if p["checkpoint_step"] is not None]
+    probes = [p["probe_w"] for p in parts]  # the MALA probe's kept positions, where every rank kept as many
+    same = all(q is not None for q in probes) and len({q.shape[0] for q in probes}) == 1
     out = ChainRun(
         loss=np.concatenate([p["loss"][:, :kept] for p in parts]),
         llc=np.concatenate([p["llc"][:, :kept] for p in parts]),
@@ -211,6 +214,7 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
         accept=None if any(p["accept"] is None for p in parts) else np.concatenate([p["accept"] for p in parts]),
         resumed_from=min(resumed) if resumed else None,
         checkpoint_path=run.checkpoint_path, checkpoint_step=min(saved) if saved else None,
+        probe_w=torch.cat(probes, dim=1).to(device) if same else None,
     )
     return out, [p["extra"] for p in parts]
 
