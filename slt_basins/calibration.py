@@ -401,6 +401,42 @@ def _scan_extent(t: pd.DataFrame, groups: dict) -> tuple[str, bool, float]:
     return text, bottom_bad, grid_min
 
 
+DRIFT_SPAN = 9.0  # the drift diagnosis compares cells at least this factor apart in ε ...
+DRIFT_KEEP = 0.5  # ... whose stability ratio at the chains' ends fell by less than this factor, staying ≥ 0.5
+
+
+def edge_drift(t: pd.DataFrame) -> Optional[str]:
+    """A sentence when the chains drift to the edge of stability, else None: in the cells of one (nβ, γ) that
+    ran without divergence, the stability ratio ε·(nβh + γ)/c at the chains' ends stays at 0.5 or more and
+    falls by less than half while ε falls at least 9×, so the curvature h where the chains ended grew about
+    as fast as ε shrank. Flat directions along which the curvature rises (the rescaling symmetry of a deep
+    linear network, W₁ → cW₁, W₂ → W₂/c) let an unadjusted kernel wander into regions as stiff as each step
+    allows; near ratio 1 its variance inflation 1/(1 − ratio) (docs page *Theory*, step-size bias) makes
+    those regions more likely, not less, so no fixed ε is stable where the chains end.
+
+    >>> c = dict(nbeta=1e4, localization=1.0, ran=True, diverged=0)
+    >>> t = pd.DataFrame([dict(c, step_size=3.4e-4, step_stability_end=1.94),
+    ...                   dict(c, step_size=3.4e-5, step_stability_end=1.12)])
+    >>> edge_drift(t).split(":")[0]
+    'the chains drift to the edge of stability'
+    """
+    ok = t[t["ran"].astype(bool) & (t["diverged"] == 0) & t["step_stability_end"].notna()]
+    for _, g in ok.groupby(["nbeta", "localization"]):
+        g = g.sort_values("step_size", ascending=False)
+        eps, ratio = g["step_size"].to_numpy(float), g["step_stability_end"].to_numpy(float)
+        for i in range(len(g)):
+            for j in range(len(g) - 1, i, -1):
+                if eps[i] / eps[j] >= DRIFT_SPAN and ratio[j] >= max(0.5, DRIFT_KEEP * ratio[i]):
+                    growth = eps[i] / eps[j] * ratio[j] / ratio[i]
+                    return (f"the chains drift to the edge of stability: ε·(nβh+γ)/c at their final positions went "
+                            f"from {ratio[i]:.3g} to only {ratio[j]:.3g} while ε fell {eps[i] / eps[j]:.3g}× (from "
+                            f"{eps[i]:.3g} to {eps[j]:.3g}), so the curvature where they ended grew about "
+                            f"{growth:.3g}×. Flat directions along which the curvature rises (e.g. the rescaling "
+                            "symmetry of deep linear networks) let the chains wander as far as each step allows, "
+                            "and no fixed ε is stable where they end")
+    return None
+
+
 def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float, plateau_tol: float) -> str:
     """What went wrong in every (nβ, γ), and what to try next, consistent with the grid that was run:
     smaller step sizes than the grid's minimum are suggested only where that minimum was run.
@@ -425,7 +461,13 @@ def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float,
            f"{n_acc} rejected for step-size bias (MALA acceptance, or stability without it), {n_rhat} with R-hat > "
            f"{max_rhat:g}, {n_ok} accepted but without a plateau within plateau_tol = {plateau_tol:g} + 2 MCSE)."
            + stopped]
+    drift = edge_drift(ran)
+    if drift is not None:
+        msg.append(drift[0].upper() + drift[1:] + ".")
     tips = []
+    if drift is not None:
+        tips.append("a larger localization γ, which bounds how far the chains can wander (λ̂ then shifts down; "
+                    "check that shift with a second γ), or an exact kernel (sampler=\"mala\") on a small model")
     if bottom_bad or (n_ok and not ran["plateau"].any() and not stopped):
         smaller = ", ".join(f"{grid_min * 10 ** (-k / 2):.2g}" for k in (1, 2, 3, 4))
         tips.append(f"smaller step sizes than the grid's minimum ε = {grid_min:.3g}, which was run (e.g. "

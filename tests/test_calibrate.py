@@ -115,6 +115,20 @@ def test_no_plateau_gives_advice_instead_of_a_choice():
     assert "more burn-in and draws" in text
 
 
+def test_chains_drifting_to_the_edge_of_stability_are_named_with_the_curvature_growth():
+    # the 10⁴-parameter DLN of the ladder: the ratio at the chains' ends stays near 1 as ε falls 10×
+    rows = [cell(3.4e-4, s_end=1.94), cell(1.1e-4, s_end=1.21), cell(3.4e-5, s_end=1.12),
+            cell(1.1e-5, s_end=0.4, r_hat=1.556)]
+    t, pick, text = select_setting(pd.DataFrame(rows))
+    assert pick is None
+    assert "drift to the edge of stability" in text and "went from 1.94 to only 1.12 while ε fell 10×" in text
+    assert "grew about 5.77×" in text  # 10 × 1.12 / 1.94
+    assert "a larger localization γ, which bounds how far the chains can wander" in text
+    # a ratio that falls in step with ε (a fixed stiff region) is not a drift
+    calm = [cell(3.4e-4, s_end=1.9), cell(1.1e-4, s_end=0.62, r_hat=1.5), cell(3.4e-5, s_end=0.19, r_hat=1.5)]
+    assert "edge of stability" not in select_setting(pd.DataFrame(calm))[2]
+
+
 def test_default_grid_is_scale_free():
     a = default_step_sizes(2.0, 1000.0, 1.0)
     assert a[0] == pytest.approx(4 / 2001) and len(a) == 11
