@@ -119,7 +119,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .errors import CalibrationError, LLCWarning, SamplerDivergedError, warn
-from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions
+from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions, user_options
 from .result import LLCResult
 from .samplers import get_kernel
 from .sampling import sample
@@ -992,7 +992,7 @@ def _base_options(defaults: LLCOptions, **options) -> LLCOptions:
         if k in options:
             raise TypeError(f"pass {k!r} through the calibration's own arguments (step_sizes, localizations, "
                             "nbetas, progress), not as an extra keyword.")
-    names = {f.name for f in dataclasses.fields(LLCOptions)}
+    names = set(user_options())
     unknown = sorted(set(options) - names)
     if unknown:
         raise TypeError(f"unknown option(s) {unknown}; the estimate's options are {sorted(names)}.")

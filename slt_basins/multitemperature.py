@@ -124,7 +124,7 @@ from . import diagnostics
 from .data import as_tensors
 from .errors import LLCWarning, SamplerDivergedError, warn
 from .llc import estimate_llc, estimate_llc_potential
-from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions, check_positive, default_nbeta
+from .options import MODEL_DEFAULTS, POTENTIAL_DEFAULTS, LLCOptions, check_positive, default_nbeta, user_options
 from .result import LLCResult
 
 __all__ = [
@@ -554,8 +554,7 @@ def _options(kwargs: dict, kind: str) -> tuple:
     """
     if "nbeta" in kwargs:
         raise TypeError("pass the sweep as nbetas=[...], not nbeta (that is the single-temperature setting).")
-    valid = [f.name for f in dataclasses.fields(LLCOptions)
-             if f.name != "nbeta" and not (kind == "potential" and f.name in _MODEL_ONLY)]
+    valid = [name for name in user_options() if name != "nbeta" and not (kind == "potential" and name in _MODEL_ONLY)]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise TypeError(f"unknown option(s) {', '.join(unknown)} for a multi-temperature {kind} sweep; the valid "
@@ -567,8 +566,7 @@ def _options(kwargs: dict, kind: str) -> tuple:
 
 def _call_kwargs(opts: LLCOptions, kind: str) -> dict:
     """``opts`` as keyword arguments of :func:`~slt_basins.estimate_llc` (or ``estimate_llc_potential``)."""
-    return {f.name: getattr(opts, f.name) for f in dataclasses.fields(opts)
-            if not (kind == "potential" and f.name in _MODEL_ONLY)}
+    return {name: getattr(opts, name) for name in user_options() if not (kind == "potential" and name in _MODEL_ONLY)}
 
 
 def _per_temperature(name: str, value, k: int) -> Optional[list]:

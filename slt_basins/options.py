@@ -106,7 +106,9 @@ class LLCOptions:
     device: Any = None
     vectorize: bool = True
     callback: Optional[Callable] = None
-    probe_proposals: Optional[int] = None  # MALA-probe proposals per chain (None: checks.MALA_PROPOSALS)
+    # internal (not an argument of estimate_llc): MALA-probe proposals per chain, None for
+    # checks.MALA_PROPOSALS; calibration cells set more (calibration.CALIBRATION_PROPOSALS)
+    probe_proposals: Optional[int] = dataclasses.field(default=None, metadata={"internal": True})
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen: normalise in place once)
@@ -187,6 +189,16 @@ class LLCOptions:
         out["device"] = None if self.device is None else str(self.device)
         out["callback"] = None if self.callback is None else getattr(self.callback, "__name__", repr(self.callback))
         return out
+
+
+def user_options() -> list[str]:
+    """The names of the :class:`LLCOptions` fields that :func:`~slt_basins.estimate_llc` takes as
+    arguments: all but the internal ones (set by the package itself, e.g. by calibration cells).
+
+    >>> "step_size" in user_options(), "probe_proposals" in user_options()
+    (True, False)
+    """
+    return [f.name for f in dataclasses.fields(LLCOptions) if not f.metadata.get("internal")]
 
 
 MODEL_DEFAULTS = LLCOptions()
