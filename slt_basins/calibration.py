@@ -107,7 +107,6 @@ small-ε end of the grid is run only when it is needed.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings

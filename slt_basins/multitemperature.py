@@ -106,7 +106,6 @@ as strongly in S₀ as in g.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 import warnings
