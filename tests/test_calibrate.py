@@ -124,6 +124,7 @@ def test_chains_drifting_to_the_edge_of_stability_are_named_with_the_curvature_g
     assert "drift to the edge of stability" in text and "went from 1.94 to only 1.12 while ε fell 10×" in text
     assert "grew about 5.77×" in text  # 10 × 1.12 / 1.94
     assert "a larger localization γ, which bounds how far the chains can wander" in text
+    assert "sampler=\"rmsprop_sgld\"" in text
     # a ratio that falls in step with ε (a fixed stiff region) is not a drift
     calm = [cell(3.4e-4, s_end=1.9), cell(1.1e-4, s_end=0.62, r_hat=1.5), cell(3.4e-5, s_end=0.19, r_hat=1.5)]
     assert "edge of stability" not in select_setting(pd.DataFrame(calm))[2]
