@@ -15,6 +15,7 @@ LLC), on noiseless teacher data, so L_n(w) − L_n(w*) = K_n(w) ≥ 0 exactly.
 from __future__ import annotations
 
 import copy
+from fractions import Fraction
 import math
 import time
 import warnings
@@ -33,6 +34,17 @@ __all__ = ["Case", "suite", "run_case", "reproduce", "markdown_table"]
 
 NBETA = 1000.0  # nβ for the potentials (t = 10³, as in the reference tables)
 GAMMA = 1.0  # localisation γ for every case: small, so the localisation bias stays small
+# Measured finite-temperature values g(n/log n) = nβ·E[L_n − L_n(w*)] of the DLN rows, (value, MCSE), on the
+# suite's data (n = 10⁴, dataset seed 1: ``reproduce(seed=0)``), γ = 1: exact full-batch MALA (step adapted in
+# burn-in, then frozen; 16 chains × 40,000 steps) on the loss written through its sufficient statistic
+# (benchmarks/dln_temperature.py, results/dln_temperature.csv; docs page *Ground truth*). Not exact arithmetic:
+# a measurement with its error bar, used to split a DLN miss into the sampler's error (λ̂ − g) and the
+# estimator's bias at this nβ (g − λ).
+MEASURED_FINITE_T = {
+    "DLN [4,5,3,4] r=2": (6.611, 0.065),
+    "DLN [10,5,5,5,10] r=2": (13.42, 0.20),
+    "DLN [10,20,20,20,10] r=3": (48.08, 0.23),
+}
 
 
 @dataclass
@@ -228,6 +240,7 @@ def run_case(case: Case, seed: int = 0, distributed: bool = False, device=None) 
                              batch_size=case.batch_size, seed=seed, progress=False, distributed=distributed)
     wall = time.perf_counter() - t0
     target = case.target() if case.target is not None else None
+    measured = MEASURED_FINITE_T.get(case.name) if seed == 0 and case.n == 10_000 else None
     rank, rank_src = _hessian_rank(case, model, data)
     grank = _g_rank(case, model, data)
     lam = float(truth.value)
@@ -240,6 +253,9 @@ def run_case(case: Case, seed: int = 0, distributed: bool = False, device=None) 
         rel_err_lambda=(r.llc_mean - lam) / lam, hessian_rank_half=rank / 2, hessian_rank_source=rank_src,
         g_rank_half=None if grank is None else grank / 2,
         r_hat=r.checks.get("r_hat"), diverged=len(r.diverged), wall_s=wall, quick=case.quick,
+        finite_t_measured=None if measured is None else measured[0],
+        finite_t_measured_se=None if measured is None else measured[1],
+        rel_err_measured=None if measured is None else (r.llc_mean - measured[0]) / measured[0],
     )
     row["verdict"] = _verdict(row)
     row["warnings"] = " | ".join(sorted({str(w.message).split(":")[0][:80] for w in caught}))
@@ -262,6 +278,9 @@ def _verdict(row: dict) -> str:
         what = "MISSES 10% of λ" if row["d"] <= 10_000 else "outside 10% of λ (no target above 10⁴ parameters)"
         if row.get("quick") in (True, 1):
             return what + ": quick: not converged (a quarter of the full row's steps; run without --quick)"
+        g, g_se = row.get("finite_t_measured"), row.get("finite_t_measured_se")
+        if g is not None and not pd.isna(g):
+            return what + ": " + _split_by_measured(row, float(g), float(g_se), stiff)
         if row["rel_err_lambda"] < 0:
             return (what + ": below: the finite-nβ bias of the estimator (on DLNs g(nβ) = nβ·E[L_n − L_n(w*)] "
                     "approaches λ over decades of nβ) and/or chains not mixed along degenerate directions; this row "
@@ -270,6 +289,31 @@ def _verdict(row: dict) -> str:
             return what + ": above: step-size bias, the chains drift into stiffer regions (docs/theory.md)" + stiff
         return what + ": above: minibatch gradient noise (docs/theory.md) or too few draws"
     return "reported (no target)"
+
+
+def _split_by_measured(row: dict, g: float, g_se: float, stiff: str) -> str:
+    """A DLN miss split by the measured finite-t value g (:data:`MEASURED_FINITE_T`): the sampler's error
+    λ̂ − g and the estimator's bias g − λ.
+
+    >>> row = dict(llc=17.93, se=0.55, rel_err_lambda=-0.166, true_lambda="43/2", r_hat=1.01)
+    >>> _split_by_measured(row, 13.42, 0.20, "").split(" (exact")[0]
+    'above the measured finite-t value g(nβ) = 13.42 ± 0.2'
+    """
+    lam = float(Fraction(row["true_lambda"]))
+    off = (g - lam) / lam
+    bias = f"g is {100 * off:+.0f}% from λ (the estimator's bias at this nβ)"
+    ref = f"the measured finite-t value g(nβ) = {g:.4g} ± {g_se:.2g} (exact MALA, docs/ground-truth.md)"
+    rhat = row.get("r_hat")
+    mixing = f", R-hat {rhat:.3g}" if rhat is not None and not pd.isna(rhat) and rhat > 1.05 else ""
+    if abs(row["llc"] - g) <= max(0.02 * g, 3 * math.hypot(row["se"], g_se)):
+        if abs(off) <= 0.10:
+            return (f"within 3 se of {ref}, and g is within 10% of λ: the miss is the sampler's error, inside its "
+                    f"own error bar (se {row['se']:.2g}{mixing}); "
+                    + ("the chains have not converged (docs/ground-truth.md)" if mixing else "more draws narrow it"))
+        return f"the sampler meets {ref}; {bias}"
+    if row["llc"] > g:
+        return f"above {ref}: step-size bias{stiff}; and {bias}"
+    return f"below {ref}: chains not mixed or drifting along degenerate directions{stiff}{mixing}; {bias}"
 
 
 def reproduce(quick: bool = False, seed: int = 0, progress: bool = True, distributed: bool = False,
@@ -328,8 +372,12 @@ def markdown_table(df: pd.DataFrame) -> str:
             "| ε·(nβh+γ)/4 at end | verdict |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for _, r in df.iterrows():
-        cells = [r["case"], str(r["d"]), f"{r['true_lambda']} ({r['m']})", num(r["finite_t_target"], ".4f"),
-                 f"{r['llc']:.4g} ± {r['se']:.2g}", pct(r["rel_err_target"]), pct(r["rel_err_lambda"]),
+        g = r.get("finite_t_measured")
+        measured = g is not None and not pd.isna(g) and (r["finite_t_target"] is None or pd.isna(r["finite_t_target"]))
+        target = f"{g:.4g} ± {r['finite_t_measured_se']:.2g} (MALA)" if measured else num(r["finite_t_target"], ".4f")
+        cells = [r["case"], str(r["d"]), f"{r['true_lambda']} ({r['m']})", target,
+                 f"{r['llc']:.4g} ± {r['se']:.2g}", pct(r["rel_err_measured"] if measured else r["rel_err_target"]),
+                 pct(r["rel_err_lambda"]),
                  num(r["hessian_rank_half"], "g"), num(r["g_rank_half"], "g"), num(r["step_stability_end"], ".2g"),
                  r["verdict"]]
         lines.append("| " + " | ".join(cells) + " |")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slt_basins import LLCWarning, compare_measures, operators
-from slt_basins.reproduce import Case, _verdict, markdown_table, run_case, suite
+from slt_basins.reproduce import MEASURED_FINITE_T, Case, _verdict, markdown_table, run_case, suite
 from slt_basins.toys import DeepLinearNetwork, ReducedRankRegression, power
 
 
@@ -135,6 +135,21 @@ def test_verdicts_name_the_target_and_the_responsible_bias():
     quick = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166, quick=True))
     assert "quick: not converged" in quick and "not mixed" not in quick and "step-size" not in quick
     assert _verdict(dict(net, llc=20.0, rel_err_lambda=-0.07, quick=True)) == "meets: within 10% of λ"
+
+
+def test_a_measured_finite_t_value_splits_a_dln_miss_into_sampler_and_estimator():
+    # [10,5,5,5,10]: λ̂ above g (step-size bias) and g 38 % below λ (the estimator's bias)
+    net = dict(finite_t_target=None, group="DLN", d=150, true_lambda="43/2", step_stability_end=0.89, r_hat=1.01,
+               finite_t_measured=13.42, finite_t_measured_se=0.20)
+    v = _verdict(dict(net, llc=17.93, se=0.55, rel_err_lambda=-0.166))
+    assert "above the measured finite-t value g(nβ) = 13.42" in v and "step-size bias" in v and "-38% from λ" in v
+    # [10,20,20,20,10]: g within 4 % of λ and λ̂ within 3 se of g: the sampler's error, chains not converged
+    big = dict(net, d=1200, true_lambda="50", finite_t_measured=48.08, finite_t_measured_se=0.23, r_hat=1.12)
+    v = _verdict(dict(big, llc=43.31, se=1.6, rel_err_lambda=-0.134))
+    assert "the miss is the sampler's error" in v and "R-hat 1.12" in v and "not converged" in v
+    v = _verdict(dict(big, llc=40.0, se=0.5, rel_err_lambda=-0.2))  # far below g
+    assert v.startswith("MISSES 10% of λ: below the measured") and "-4% from λ" in v
+    assert MEASURED_FINITE_T["DLN [10,20,20,20,10] r=3"] == (48.08, 0.23)
 
 
 def test_quick_suite_shortens_dln_rows_only():
