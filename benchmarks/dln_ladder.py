@@ -88,7 +88,7 @@ import pandas as pd
 import torch
 
 from slt_basins import (CalibrationError, LLCWarning, SamplerDivergedError, calibrate_potential, estimate_llc,
-                        estimate_llc_multitemperature, estimate_llc_potential)
+                        estimate_llc_multitemperature, estimate_llc_potential, top_eigenvalues)
 from slt_basins.options import MODEL_DEFAULTS
 from slt_basins.samplers import Kernel, langevin_log_accept, langevin_proposal
 from slt_basins.toys import DeepLinearNetwork
@@ -251,6 +251,36 @@ def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
         diverged=len(r.diverged), note=_messages(caught))
 
 
+FALLBACK_RATIO = 0.05  # the documented fallback when step_size="auto" finds nothing: ε·(nβ·h* + γ)/4 = 0.05 at w* ...
+FALLBACK_STRETCH = 2  # ... with twice the default steps (docs page *Estimating the LLC*, "The recipe", step 2)
+
+
+def fallback_rule(model, data, sampler: str, burnin: int, draws: int) -> dict:
+    """The recipe's documented fallback where ``step_size="auto"`` raised CalibrationError: a numeric ε with
+    ε·(nβ·h* + γ)/4 = 0.05 at w* (h* the top Hessian eigenvalue of the loss on up to 4,000 examples, as the
+    reproduction suite does), twice the steps, and every warning kept (a chain-end stability warning is the
+    recipe's reason to distrust the number). Row fields prefixed ``fb_``."""
+    x, y = data
+    t0 = time.perf_counter()
+    h = float(top_eigenvalues(model, (x[:4000], y[:4000]), loss="mse", k=1)[0])
+    nbeta = len(x) / math.log(len(x))
+    eps = FALLBACK_RATIO * 4.0 / (nbeta * h + GAMMA)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            r = estimate_llc(model, data, "mse", localization=GAMMA, batch_size=BATCH, step_size=eps, sampler=sampler,
+                             num_burnin=FALLBACK_STRETCH * burnin, num_draws=FALLBACK_STRETCH * draws, seed=SEED,
+                             progress=False)
+        except SamplerDivergedError as e:
+            return dict(fb_step_size=eps, fb_h_star=h, fb_wall_s=time.perf_counter() - t0,
+                        fb_note=f"SamplerDivergedError: {str(e)[:200]}")
+    summ = r.summary().loc["llc"]
+    return dict(fb_step_size=eps, fb_h_star=h, fb_llc=float(r.llc_mean), fb_mcse=float(r.mcse),
+                fb_r_hat=float(r.checks["r_hat"]), fb_ess_per_1k_grad=float(summ["ess_bulk_per_1k_grad"]),
+                fb_stability_end=r.checks.get("step_stability_end"), fb_diverged=len(r.diverged),
+                fb_wall_s=time.perf_counter() - t0, fb_note=_messages(caught))
+
+
 def has_reweight() -> bool:
     return "method" in inspect.signature(estimate_llc_multitemperature).parameters
 
@@ -352,10 +382,18 @@ def run_shape(target: float, k: int, args) -> list[dict]:
         row = {**base, "sampler": sampler, **fields}
         print(f"{sampler}: " + ", ".join(f"{k_} = {v:.4g}" if isinstance(v, float) else f"{k_} = {v}"
                                          for k_, v in fields.items()), flush=True)
+        if r is None and args.fallback and str(fields.get("note", "")).startswith("CalibrationError"):
+            row.update(fallback_rule(dln.model(), (x, y), sampler, args.burnin, args.draws))
+            print("  fallback rule: " + ", ".join(f"{k_} = {v:.4g}" if isinstance(v, float) else f"{k_} = {v}"
+                                                  for k_, v in row.items() if k_.startswith("fb_")), flush=True)
         for method in args.corrections:
-            if r is None:
+            if r is not None:
+                eps = row["step_size"]
+            elif "fb_llc" in row and target <= args.fallback_corrections_max:
+                eps = row["fb_step_size"]  # the corrections at the fallback's ε, with the default steps
+            else:
                 break
-            eps = row["step_size"] if args.correction_step == "recipe" else "auto"
+            eps = eps if args.correction_step == "recipe" else "auto"
             c = correction(method, dln.model(), (x, y), sampler, eps, args.burnin, args.draws)
             row.update(c)
             print(f"  correction {method}: " + ", ".join(f"{k_} = {v:.4g}" if isinstance(v, float) else f"{k_} = {v}"
@@ -665,6 +703,10 @@ def main():
                     help="only (re)compute the MALA reference of the shapes and write it into their CSV rows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="n = 10⁴, size 10², one shape, 600 steps; nothing saved")
+    ap.add_argument("--no-fallback", dest="fallback", action="store_false",
+                    help="skip the documented fallback rule where step_size='auto' finds no step size")
+    ap.add_argument("--fallback-corrections-max", type=float, default=1e4,
+                    help="run the corrections at the fallback's ε only up to this size")
     ap.add_argument("--no-save", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="rewrite the md and png from the CSV; run nothing")
     ap.add_argument("--out", type=Path, default=OUT, help="folder of the CSV, md and png (default benchmarks/results)")
