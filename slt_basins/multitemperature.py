@@ -796,6 +796,18 @@ def _local_wbic(table: pd.DataFrame, results: list, n: int) -> tuple:
         raise ValueError(f"the WBIC is not finite (L_n(w*) = {r.init_loss!r}); check the loss at w*.")
     return wbic, float(r.mcse * math.log(n))
 
+def _check_half_d(value: float, se: float, results: list, what: str) -> None:
+    """Warn when a corrected λ̂ exceeds d/2 (d the sampled parameters of ``results``) by more than 3 s.e.:
+    impossible for the LLC of a local minimum, so the correction is an artefact (heavy tails of unstable
+    chains inflate Var(n·L_n); a fit extrapolates noise). The single-temperature runs check their own λ̂."""
+    d = next((r.config.get("d") for r in results if r is not None and r.config.get("d")), None)
+    if d is None or not (math.isfinite(value) and math.isfinite(se)) or value - 3 * se <= d / 2:
+        return
+    warn(f"{what} λ̂ = {value:.4g} ± {se:.2g} exceeds d/2 = {d / 2:g} by more than 3 s.e., but the LLC of a local "
+         "minimum is at most d/2: the correction is an artefact of its runs (read their warnings: usually chains "
+         "unstable at this step size, whose excursions inflate the spread of n·L_n).", LLCWarning)
+
+
 def _sweep(call: Callable[[LLCOptions], LLCResult], nbetas, *, shared: LLCOptions, per: dict, n: Optional[int],
            wbic: bool, step_size_scaling: str, reference_nbeta: Optional[float], fit: str, log_offset: float,
            threshold: float, kind: str) -> MultiTemperatureResult:
@@ -828,6 +840,7 @@ def _sweep(call: Callable[[LLCOptions], LLCResult], nbetas, *, shared: LLCOption
             f"{table['nbeta'].min():.4g}), and from minibatch gradient noise, which grows with nβ. If in doubt, "
             "rerun with a smaller localization (and a larger batch) and check that m persists.",
             LLCWarning, stacklevel=3)
+    _check_half_d(details.llc, details.llc_se, results, f"the sweep's extrapolated ({details.fit} fit)")
     wbic_val, wbic_se = _local_wbic(table, results, n) if t_wbic is not None else (None, None)
     skip = _PER_TEMPERATURE + ("seed", "nbeta") + (_MODEL_ONLY if kind == "potential" else ())
     config = dict(kind=kind, method="sweep", reference_nbeta=plan.t_ref, step_size_scaling=step_size_scaling,
@@ -1138,6 +1151,7 @@ def _reweight_run(call: Callable, shared: LLCOptions, per: dict, *, t0: float, s
     copy = res.observed[_COPY].llc_trace if minibatch else None
     out = reweight_llc(res.llc_trace, t0, delta, copy=copy)
     out.result, out.n = res, n
+    _check_half_d(out.llc_mean, out.mcse, [res], "the reweighted")
     if wbic and n is not None and math.isclose(t0, default_nbeta(n), rel_tol=1e-9):
         out.wbic_nbeta = t0
         out.wbic, out.wbic_se = float(n * res.init_loss + out.llc_at_nbeta * math.log(n)), out.llc_at_nbeta_se * math.log(n)

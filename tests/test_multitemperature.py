@@ -496,3 +496,19 @@ def test_reweight_with_minibatches_removes_the_loss_noise():
 def test_bad_reweight_settings_raise_before_sampling(kw, match):
     with pytest.raises(ValueError, match=match):
         estimate_llc_multitemperature_potential(_never_sampled, torch.zeros(1, dtype=F64), progress=False, **kw)
+
+
+def test_reweighting_an_unstable_run_gives_its_closed_form_and_is_flagged_above_d_over_2():
+    # K = w², nβ = 100, γ = 1: SGLD's stationary variance is 1/(A(1 − ρ)) with A = nβ·2 + γ and ρ = εA/4, so
+    # the reweighting's Var(U) of U = nβ·w² is 2nβ²/(A²(1 − ρ)²): 49.5 at ρ = 0.9, against λ = 1/2 ≤ d/2.
+    nb, g, rho = 100.0, 1.0, 0.9
+    a = nb * 2 + g
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = estimate_llc_multitemperature_potential(lambda w: (w ** 2).sum(1), torch.zeros(1, dtype=torch.float64),
+                                                    method="reweight", span=0.0, reference_nbeta=nb, localization=g,
+                                                    step_size=rho * 4 / a, num_chains=8, num_draws=2000,
+                                                    num_burnin=500, seed=0, progress=False)
+    exact = 2 * nb ** 2 / (a ** 2 * (1 - rho) ** 2)
+    assert abs(r.llc_mean - exact) < 3 * r.mcse
+    assert any("the reweighted λ̂" in str(w.message) and "exceeds d/2 = 0.5" in str(w.message) for w in caught)
