@@ -89,6 +89,7 @@ import torch
 
 from slt_basins import (CalibrationError, LLCWarning, SamplerDivergedError, calibrate_potential, estimate_llc,
                         estimate_llc_multitemperature, estimate_llc_potential, top_eigenvalues)
+from slt_basins.calibration import edge_drift
 from slt_basins.options import MODEL_DEFAULTS
 from slt_basins.samplers import Kernel, langevin_log_accept, langevin_proposal
 from slt_basins.toys import DeepLinearNetwork
@@ -235,7 +236,7 @@ def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
             wall = time.perf_counter() - t0
             fields = dict(wall_s=wall, note=f"{type(e).__name__}: {str(e)[:300]}")
             if isinstance(e, CalibrationError) and getattr(e, "table", None) is not None:
-                fields.update(calibration_cells(e.table), calib_s=wall)
+                fields.update(calibration_cells(e.table), calib_s=wall, calib_drift=edge_drift(e.table) or "")
             return None, fields
     wall = time.perf_counter() - t0
     cal = r.checks["calibration"]
@@ -440,7 +441,7 @@ def _pm(df_row, a, b):
 
 def _total(row) -> float:
     """Seconds of the row: the recipe, its corrections and the shape's MALA reference, as measured."""
-    parts = [row.get(c) for c in ("wall_s", "reweight_wall_s", "sweep_wall_s", "mala_wall_s")]
+    parts = [row.get(c) for c in ("wall_s", "fb_wall_s", "reweight_wall_s", "sweep_wall_s", "mala_wall_s")]
     return float(sum(v for v in parts if isinstance(v, (int, float)) and math.isfinite(v)))
 
 
@@ -468,6 +469,8 @@ def figure(df: pd.DataFrame, path: Path) -> None:
     ax.axhline(1.0, color="k", lw=0.8)
     refs = df.drop_duplicates(["target", "shape", "n"])
     series = [(f"default recipe ({s})", df[df.sampler == s], "llc", "mcse", "o", 1.0) for s in sorted(df.sampler.unique())]
+    if "fb_llc" in df:
+        series.append(("fallback rule (auto found no ε)", df, "fb_llc", "fb_mcse", "v", 1.0))
     series += [("reweight (method='reweight')", df, "reweight_llc", "reweight_se", "s", 1.07),
                ("sweep (5 temperatures)", df, "sweep_llc", "sweep_se", "D", 1.14),
                ("full-batch MALA reference", refs, "mala_llc", "mala_mcse", "^", 0.93)]
@@ -482,7 +485,7 @@ def figure(df: pd.DataFrame, path: Path) -> None:
                 ax.errorbar(part.d * shift, part[col] / part.lam, yerr=part[se] / part.lam, fmt=marker, ms=5,
                             capsize=2, color=color, mfc=color if full else "none",
                             label=label + ("" if full else ", short timing run"))
-    failed = df[df.llc.isna()] if "llc" in df else df.iloc[:0]
+    failed = df[df.llc.isna() & (df.fb_llc.isna() if "fb_llc" in df else True)] if "llc" in df else df.iloc[:0]
     if len(failed):
         lo = ax.get_ylim()[0]
         ax.scatter(failed.d, np.full(len(failed), lo + 0.02), marker="x", color="C0",
@@ -607,7 +610,8 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
           "ESS/1k grad | wall s | reweight λ̂ ± s.e. | sweep λ̂ ± s.e. (fit) | MALA reference ± MCSE (acc.; R-hat) |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in full.sort_values(["target", "shape", "sampler"]).iterrows():
-        corr = [_pm(r, f"{m}_llc", f"{m}_se") for m in ("reweight", "sweep")]
+        corr = [_pm(r, f"{m}_llc", f"{m}_se") + (" **> d/2: an artefact**" if r.get(f"{m}_llc", 0) - 3 * r.get(
+            f"{m}_se", 0) > r["d"] / 2 else "") for m in ("reweight", "sweep")]
         for i, m in enumerate(("reweight", "sweep")):
             if corr[i] == "—" and isinstance(r.get(f"{m}_note"), str) and r.get(f"{m}_note", "").startswith("not avail"):
                 corr[i] = "not available"
@@ -621,6 +625,12 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
         est = _pm(r, "llc", "mcse")
         if est == "—" and isinstance(r.get("note"), str):
             est = "no ε: " + r["note"].split(":")[0] if r["note"].startswith("CalibrationError") else r["note"][:50]
+            fb = _pm(r, "fb_llc", "fb_mcse")
+            if fb == "—" and str(r.get("fb_note", "")).startswith("SamplerDivergedError"):
+                est += f"; fallback rule ε = {r['fb_step_size']:.2g}: every chain diverged"
+            elif fb != "—":
+                est += (f"; fallback rule ε = {r['fb_step_size']:.2g}: {fb}, R-hat {r['fb_r_hat']:.3f}, "
+                        f"end ratio {_f(r.get('fb_stability_end'), '{:.2g}')}")
         L.append(f"| {r['target']:.0e} | {r['shape']} | {r['widths']} | {r['r']} | {r['d']} | {r['lam']:g} ({r['m']}) | "
                  f"{r['sampler']} | {_f(r.get('step_size'), '{:.3g}')} | {est} | "
                  f"{_f(r.get('r_hat'), '{:.3f}')} | {_f(r.get('ess_per_1k_grad'), '{:.3g}')} | "
@@ -633,7 +643,9 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
         for _, r in failed.sort_values(["target", "shape"]).iterrows():
             L.append(f"- {r['target']:.0e} shape {r['shape']} ({r['sampler']}, {r['num_burnin']} + {r['num_draws']} "
                      f"steps): " + "; ".join(f"{e}: {_verdict(v)}" for e, v in re.findall(
-                         r"(\d[\d.e+-]*): (.*?)(?=; \d[\d.e+-]*: |$)", str(r.get("calib_verdicts", "")))) + ".")
+                         r"(\d[\d.e+-]*): (.*?)(?=; \d[\d.e+-]*: |$)", str(r.get("calib_verdicts", "")))) + "."
+                     + (f" Diagnosis: {r['calib_drift']}." if isinstance(r.get("calib_drift"), str) and r["calib_drift"]
+                        else ""))
     L += ["", "## Seconds per row (1 torch thread on 2 shared cores)", "",
           "| size | shape | sampler | steps | calibration s (cells) | run s | checks s | recipe wall s | "
           "sweep s | reweight s | MALA s (of which ε scan) | row total s (recipe + corrections + MALA) | "
@@ -663,7 +675,10 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
                 ok = bool(((q - 1).abs() <= 0.1).all())
                 parts.append(f"{m} **{'met' if ok else 'NOT met'}** on {len(q)} row(s) (λ̂/λ "
                              f"{', '.join(f'{v:.3f}' for v in q)})")
-        none = int(g.llc.isna().sum()) if "llc" in g else 0
+        fb = g["fb_llc"].notna() if "fb_llc" in g else pd.Series(False, index=g.index)
+        if fb.any():
+            parts.append(f"{int(fb.sum())} of these row(s) ran at the fallback rule's ε (step_size=\"auto\" found none)")
+        none = int((g.llc.isna() & ~fb).sum()) if "llc" in g else 0
         if none:
             parts.append(f"{none} of {len(g)} row(s) have no estimate at all (the default recipe found no step size), "
                          "so the target is **NOT met** there")
