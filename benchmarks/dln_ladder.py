@@ -686,9 +686,12 @@ def write_md(df: pd.DataFrame, path: Path) -> None:
                  + ".")
     g = df[df.target == 100_000]
     if len(g):
-        L.append(f"- 1e+05: measured rows: {len(g)} ({', '.join(f'{s} + {d_} steps' for s, d_ in zip(g.num_burnin, g.num_draws))}); "
-                 f"recipe wall {', '.join(f'{v:.0f} s' for v in g.wall_s)}; the 15-minute-per-shape target is judged on "
-                 "the full default budget with its correction (see the projection above).")
+        full5 = g[default_steps(g)]
+        est = [_f(r.get("llc") if r.get("llc") == r.get("llc") else r.get("fb_llc"), "{:.5g}") for _, r in full5.iterrows()]
+        L.append(f"- 1e+05: {len(full5)} shape(s) at the default budget; seconds per shape (recipe, with its fallback "
+                 f"where auto found no step size): {', '.join(f'{_total(r):.0f}' for _, r in full5.iterrows())} "
+                 f"(target: under 900 s per shape on 2 cores); λ̂ {', '.join(est)} against λ "
+                 f"{', '.join(f'{v:g}' for v in full5.lam)}; no correction run at this size.")
     else:
         L.append("- 1e+05: **not measured**.")
     L += ["- GPU: not measured (no GPU machine in this task).", "",
