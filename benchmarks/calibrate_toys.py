@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import dataclasses
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 
 from slt_basins import reproduce
 from slt_basins.llc import estimate_llc_potential
-from _machine import machine
+from _machine import git_state, machine
 
 OUT = Path(__file__).parent / "results"
 
@@ -110,8 +111,12 @@ def main():
     args = p.parse_args()
     info = machine()
     print(info)
+    t0, load0, code = time.perf_counter(), os.getloadavg()[0], git_state()
     df = run(args.full, args.seed, args.high_d)
     md = markdown(df, info, "full" if args.full else "quick (the suite's quick mode: 1/4 of the full draws)")
+    md += (f"\n\nRun: `python benchmarks/calibrate_toys.py{' --full' if args.full else ''}"
+           f"{' --high-d' if args.high_d else ''}` at code {code}; {time.perf_counter() - t0:.0f} s wall; 1-minute "
+           f"load average {load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end on this machine.")
     print(md)
     if not args.no_save:
         OUT.mkdir(exist_ok=True)
