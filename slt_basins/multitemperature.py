@@ -85,9 +85,10 @@ offers: from one run, the local slope dλ̂/dlog t = g − S₀ at t₀ (≈ (m 
 beyond its error bar means a sweep is needed, or localisation), and an estimate that never uses L(w*).
 
 Its error bars. S₀ is the mean of the per-draw products (U₁ − Ū₁)(U₂ − Ū₂) (U₂ = U₁ for exact
-losses) and its MCSE is the ArviZ MCSE of those products (autocorrelation- and chain-aware; the
-delta method, as the centring's own error is second order). S_δ's MCSE is the ArviZ MCSE of its
-influence values (1 − δ²)/(2δ)·[ω₁(U − Ē₁)/ω̄₁ − ω₂(U − Ē₂)/ω̄₂]. A variance is noisier than a mean:
+losses) and its MCSE is the MCSE of those products (the delta method, as the centring's own error is
+second order), computed as every LLC error bar is (:func:`~slt_basins.diagnostics.llc_mcse`: the larger
+of ArviZ's autocorrelation-aware MCSE and the between-chain standard error). S_δ's MCSE is the MCSE of
+its influence values (1 − δ²)/(2δ)·[ω₁(U − Ē₁)/ω̄₁ − ω₂(U − Ē₂)/ω̄₂]. A variance is noisier than a mean:
 for t·K ~ Gamma(λ, 1) the s.d. per effective draw is √(2λ² + 6λ) against √λ for λ̂(t₀), i.e. 3.2× at
 λ = 2, 10× at λ = 50. The importance weights keep a fraction ≈ exp(−δ²·λ) of the draws (Kish): small
 for large models, where span=0 is the usable form (a warning says so below 10 %).
@@ -893,7 +894,8 @@ class ReweightResult:
 
     Attributes:
         llc_mean, mcse: the estimate S_δ (dimensionless) and its chain-aware Monte Carlo standard error
-            (delta method: the ArviZ MCSE of the estimator's per-draw influence values). Statistical only.
+            (delta method: the MCSE of the estimator's per-draw influence values, as ``llc_mcse``
+            computes it). Statistical only.
         span: δ, the relative half-width of the β interval (0: the derivative, β²·Var_β(n·L_n)).
         nbeta: t₀ = nβ₀, the temperature sampled.
         nbetas: the temperatures reweighted to, t₀(1 − δ) and t₀(1 + δ) (empty for δ = 0).
@@ -978,8 +980,12 @@ def _draws(name: str, v) -> np.ndarray:
 
 
 def _mcse(x: np.ndarray, what: str) -> float:
-    """ArviZ MCSE of the mean of the per-draw values ``x``; a clear error where it is 0 or not finite."""
-    se = diagnostics.mcse_mean(x)
+    """The MCSE of the mean of the per-draw values ``x``, as every LLC estimate reports it
+    (:func:`~slt_basins.diagnostics.llc_mcse`: the larger of ArviZ's and the between-chain standard
+    error); a clear error where it is 0 or not finite. On the Gamma draws of the reweighting's coverage
+    test (100 data sets of 4 × 1,000 draws) the scatter of S_δ is 0.96× (i.i.d.) and 1.06× (AR(1),
+    φ = 0.9) its mean error bar, against 1.05× and 1.18× with ArviZ's alone."""
+    se = diagnostics.llc_mcse(x)
     if not (math.isfinite(se) and se > 0):
         raise ValueError(f"the Monte Carlo standard error of {what} is {se!r} (constant or too short traces): the "
                          "chains do not move. Raise step_size or num_draws.")
@@ -1048,8 +1054,9 @@ def reweight_llc(draws, nbeta: float, span: float = 0.0, *, copy=None) -> Reweig
             variance σ²(w)), so ``span`` must then be 0.
 
     Returns:
-        :class:`ReweightResult` (``result`` None). Error bars: ArviZ MCSEs (autocorrelation- and
-        chain-aware) of the per-draw influence values of each estimator (the delta method).
+        :class:`ReweightResult` (``result`` None). Error bars: the MCSEs of the per-draw influence values
+        of each estimator (the delta method), as :func:`~slt_basins.diagnostics.llc_mcse` computes them
+        (the larger of ArviZ's autocorrelation-aware MCSE and the between-chain standard error).
 
     Warns:
         LLCWarning: an importance-weight set keeps < 10 % of the draws; R-hat of the centred products
