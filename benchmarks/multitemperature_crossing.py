@@ -44,7 +44,7 @@ import torch
 from slt_basins import LLCWarning, estimate_llc_multitemperature_potential, fit_multitemperature
 from slt_basins.multitemperature import default_span
 from slt_basins.toys import crossing_valley, finite_temperature_target
-from _machine import machine
+from _machine import git_state, machine
 
 OUT = Path(__file__).parent / "results"
 GAMMA = 1.0
@@ -146,7 +146,7 @@ def write(df, notes, args, nbetas, load):
     suffix = "_quick" if args.quick else ""
     df.to_csv(OUT / f"multitemperature_crossing{suffix}.csv", index=False)
     (OUT / f"multitemperature_crossing{suffix}.md").write_text(
-        f"# multitemperature_crossing\n\nmachine: {mach}\n\n{load_txt} (other jobs shared the cores).\n\n"
+        f"# multitemperature_crossing\n\nmachine: {mach}\n\n{load_txt}; code {git_state()}.\n\n"
         f"Sweep nβ = {', '.join(f'{t:.4g}' for t in nbetas)}, default step-size rule ('stability', ε·nβ = "
         f"{EPS_NBETA:g} at the reference nβ = {T_REF:g}); reweighting at nβ = 100 and 1000 with ε·nβ = {EPS_NBETA:g}; "
         f"γ = {GAMMA:g}; seed {args.seed}. True λ = 1/2 for both; exact_finite_t is the exact value of that row's "
