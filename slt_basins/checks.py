@@ -518,8 +518,9 @@ def rule_mala(e: Evidence) -> Optional[str]:
         return (f"MALA accepted {acc:.1%} of its proposals on average: the chains barely move, so the draws are "
                 f"strongly correlated. Lower step_size (now {eps:g}); an acceptance of 0.5–0.8 mixes best.")
     if e.kernel.langevin and acc < 0.7:
-        return (f"MALA would accept only {acc:.1%} of this sampler's proposals at the chains' final positions: the "
-                f"step size (now {eps:g}) is large enough for a visible discretisation bias in λ̂. Lower step_size, "
+        return (f"MALA would accept only {acc:.1%} of this sampler's proposals from the chains' positions during the "
+                f"draws and at their ends: the step size (now {eps:g}) is large enough for a visible discretisation "
+                "bias in λ̂. Lower step_size, "
                 "or check with sampler='mala' on a small problem.")
     return None
 

@@ -73,7 +73,7 @@ def _demo(args) -> int:
     print(f"  checks: ‖∇L_n(w*)‖ = {c['grad_norm']:.2e}, top Hessian eigenvalue {c.get('hessian_max_abs_eig', float('nan')):.3g}, "
           f"ε·(nβ·h_max + γ)/4 = {c.get('step_stability', float('nan')):.3g} at w* and "
           f"{c.get('step_stability_end', float('nan')):.3g} where the chains ended (must be ≪ 1),")
-    print(f"          MALA acceptance of the SGLD proposals at the chains' ends {c.get('mala_accept', float('nan')):.3f} "
+    print(f"          MALA acceptance of the SGLD proposals during the draws and at the chains' ends {c.get('mala_accept', float('nan')):.3f} "
           f"(near 1: small step-size bias), diverged chains: {r.diverged or 'none'}")
     print()
     print("  ArviZ diagnostics of the per-draw LLC nβ·(L_B(w_t) − L_B(w*)) and the loss:")
