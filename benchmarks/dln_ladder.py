@@ -89,8 +89,9 @@ import torch
 
 from slt_basins import (CalibrationError, LLCWarning, SamplerDivergedError, calibrate_potential, estimate_llc,
                         estimate_llc_multitemperature, estimate_llc_potential, top_eigenvalues)
-from slt_basins.calibration import edge_drift
+from slt_basins.calibration import edge_drift, stability_step_size
 from slt_basins.options import MODEL_DEFAULTS
+from slt_basins.reproduce import STABILITY
 from slt_basins.samplers import Kernel, langevin_log_accept, langevin_proposal
 from slt_basins.toys import DeepLinearNetwork
 from _machine import git_state, machine
@@ -252,8 +253,8 @@ def default_recipe(model, data, sampler: str, burnin: int, draws: int) -> tuple:
         diverged=len(r.diverged), note=_messages(caught))
 
 
-FALLBACK_RATIO = 0.05  # the documented fallback when step_size="auto" finds nothing: ε·(nβ·h* + γ)/4 = 0.05 at w* ...
-FALLBACK_STRETCH = 2  # ... with twice the default steps (docs page *Estimating the LLC*, "The recipe", step 2)
+# the documented fallback when step_size="auto" finds nothing: the reproduction suite's ε·(nβ·h* + γ)/4 = STABILITY
+FALLBACK_STRETCH = 2  # (0.05) at w*, with twice the default steps (docs page *Estimating the LLC*, "The recipe", step 2)
 
 
 def fallback_rule(model, data, sampler: str, burnin: int, draws: int) -> dict:
@@ -264,8 +265,7 @@ def fallback_rule(model, data, sampler: str, burnin: int, draws: int) -> dict:
     x, y = data
     t0 = time.perf_counter()
     h = float(top_eigenvalues(model, (x[:4000], y[:4000]), loss="mse", k=1)[0])
-    nbeta = len(x) / math.log(len(x))
-    eps = FALLBACK_RATIO * 4.0 / (nbeta * h + GAMMA)
+    eps = stability_step_size(h, len(x) / math.log(len(x)), GAMMA, ratio=STABILITY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

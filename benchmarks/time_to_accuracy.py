@@ -41,6 +41,8 @@ import torch
 from slt_basins import (LLCWarning, SamplerDivergedError, estimate_llc, estimate_llc_multitemperature,
                         estimate_llc_multitemperature_potential, estimate_llc_potential,
                         top_eigenvalues)
+from slt_basins.calibration import stability_step_size
+from slt_basins.reproduce import STABILITY
 from slt_basins.toys import DeepLinearNetwork
 from _machine import machine
 
@@ -108,7 +110,7 @@ def reference(dln, x):
 def rule_step(model, data, nbeta):
     x, y = data
     h = float(top_eigenvalues(model, (x[:4000], y[:4000]), k=1)[0])
-    return 0.05 * 4 / (nbeta * h + GAMMA), h
+    return stability_step_size(h, nbeta, GAMMA, ratio=STABILITY), h
 
 
 def run(model, data, sampler, step_size, steps):

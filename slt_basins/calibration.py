@@ -125,7 +125,7 @@ from .sampling import sample
 from .targets import ModelTarget, PotentialTarget
 
 __all__ = ["calibrate", "calibrate_potential", "CalibrationResult", "CalibrationError", "select_setting",
-           "default_step_sizes"]
+           "default_step_sizes", "stability_step_size"]
 
 MIN_ACCEPT_UNADJUSTED = 0.998  # 1-D equivalent acceptance; ≈ s = ε·A/4 of 0.02 on a Gaussian
 MIN_ACCEPT_MALA = 0.5
@@ -151,21 +151,39 @@ PILOT_TARGET = 0.05  # ... until ε·(nβh + γ)/4 at the chains' ends reaches 0
 
 
 
-def default_step_sizes(h_max: float, nbeta: float, localization: float, sampler="sgld",
-                       per_decade: int = PER_DECADE, decades: int = DECADES) -> list[float]:
-    """The default grid: ε_max = c/(nβ·h_max + γ) (the stability limit at w*; c = 4, or 8 for SGNHT)
-    times 10^(−k/per_decade) for k = 0 … per_decade·decades, largest first.
+def stability_step_size(h_max: float, nbeta: float, localization: float, ratio: float = 1.0,
+                        sampler="sgld") -> float:
+    """The step size ε at which the stability ratio ε·(nβ·h_max + γ)/c equals ``ratio`` (c = 4 for the
+    Langevin kernels, 8 for SGNHT; a negative h_max counts as 0). ``ratio = 1`` is the stability limit
+    where h_max was measured (the top of the default grid); the reproduction suite and the recipe's
+    fallback (docs page *Estimating the LLC*, "The recipe") use 0.05, a 5 % variance inflation in the
+    stiffest direction. Units: ε in squared parameter units, h_max in loss per squared parameter.
 
-    >>> [round(e, 6) for e in default_step_sizes(2.0, 1000.0, 1.0, decades=1)]
-    [0.001999, 0.000632, 0.0002]
+    >>> round(stability_step_size(2.0, 1000.0, 1.0, ratio=0.05), 9)
+    9.995e-05
+
+    Raises:
+        ValueError: nβ·h_max + γ is not a positive finite number (e.g. h_max = 0 at γ = 0): there is no
+            scale, so the step size (or the calibration grid) must be given.
     """
     c = get_kernel(sampler).stability_divisor or 4.0
     scale = nbeta * max(float(h_max), 0.0) + localization
     if not (scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"cannot derive a step-size grid from nβ·h_max + γ = {scale!r} (h_max = {h_max!r}, "
-                         f"γ = {localization!r}); give the grid explicitly, e.g. "
+        raise ValueError(f"cannot derive a step size from nβ·h_max + γ = {scale!r} (h_max = {h_max!r}, "
+                         f"γ = {localization!r}); give it explicitly: step_size=..., or a grid with "
                          "slt_basins.calibrate(..., step_sizes=[...]).")
-    top = c / scale
+    return ratio * c / scale
+
+
+def default_step_sizes(h_max: float, nbeta: float, localization: float, sampler="sgld",
+                       per_decade: int = PER_DECADE, decades: int = DECADES) -> list[float]:
+    """The default grid: ε_max = c/(nβ·h_max + γ) (the stability limit at w*, :func:`stability_step_size`;
+    c = 4, or 8 for SGNHT) times 10^(−k/per_decade) for k = 0 … per_decade·decades, largest first.
+
+    >>> [round(e, 6) for e in default_step_sizes(2.0, 1000.0, 1.0, decades=1)]
+    [0.001999, 0.000632, 0.0002]
+    """
+    top = stability_step_size(h_max, nbeta, localization, sampler=sampler)
     return [top * 10.0 ** (-k / per_decade) for k in range(per_decade * decades + 1)]
 
 
@@ -460,11 +478,9 @@ def _failure_message(t: pd.DataFrame, groups: dict, min_accept, max_rhat: float,
            f"{n_acc} rejected for step-size bias (MALA acceptance, or stability without it), {n_rhat} with R-hat > "
            f"{max_rhat:g}, {n_ok} accepted but without a plateau within plateau_tol = {plateau_tol:g} + 2 MCSE)."
            + stopped]
-    drift = edge_drift(ran)
+    drift, tips = edge_drift(ran), []
     if drift is not None:
         msg.append(drift[0].upper() + drift[1:] + ".")
-    tips = []
-    if drift is not None:
         tips.append("a larger localization γ, which bounds how far the chains can wander (λ̂ then shifts down; "
                     "check that shift with a second γ); an exact kernel (sampler=\"mala\") on a small model; or "
                     "sampler=\"rmsprop_sgld\" (a per-coordinate step, though on the deep-linear-network ladder it "

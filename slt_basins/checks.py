@@ -49,7 +49,7 @@ from .result import CheckFailure, Checks
 from .samplers import Hyper, Kernel, langevin_log_accept, langevin_proposal
 
 __all__ = ["top_curvature", "lanczos_top", "Curvature", "check_examples", "end_chains", "gradient_checks",
-           "step_stability", "mala_probe", "Evidence", "RULES", "warn_all"]
+           "step_stability", "mala_probe", "above_half_d", "Evidence", "RULES", "warn_all"]
 
 CURVATURE_ITERATIONS = 10  # at most this many Hessian-vector products per point (Lanczos steps)
 CURVATURE_RTOL = 0.03  # ... fewer once the residual bound on the top Ritz value is below this fraction of it
@@ -440,9 +440,19 @@ def rule_negative(e: Evidence) -> Optional[str]:
             "local minimum of L_n (the LLC assumes one). Train further, or raise localization.")
 
 
+def above_half_d(llc: float, se: float, d: int) -> bool:
+    """λ̂ exceeds d/2 (d sampled parameters) by more than 3 standard errors: impossible for the LLC of a
+    local minimum, which is at most d/2, so the estimate is an artefact of its settings.
+
+    >>> above_half_d(5.0, 0.5, d=4), above_half_d(2.5, 0.5, d=4)
+    (True, False)
+    """
+    return llc - 3 * se > d / 2
+
+
 def rule_above_half_d(e: Evidence) -> Optional[str]:
     """λ̂ > d/2 beyond 3 MCSE: impossible for the LLC of a minimum, so the estimate is biased."""
-    if e.llc - 3 * e.mcse <= e.d / 2:
+    if not above_half_d(e.llc, e.mcse, e.d):
         return None
     return (f"λ̂ = {e.llc:.4g} ± {e.mcse:.2g} exceeds d/2 = {e.d / 2:g} by more than 3 MCSE, but the LLC of a local "
             "minimum is at most d/2 (half the number of sampled parameters). The number is an artefact of the "

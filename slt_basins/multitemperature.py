@@ -120,7 +120,7 @@ from scipy import stats
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import diagnostics
+from . import checks, diagnostics
 from .data import as_tensors
 from .errors import LLCWarning, SamplerDivergedError, warn
 from .llc import estimate_llc, estimate_llc_potential
@@ -802,7 +802,7 @@ def _check_half_d(value: float, se: float, results: list, what: str) -> None:
     impossible for the LLC of a local minimum, so the correction is an artefact (heavy tails of unstable
     chains inflate Var(n·L_n); a fit extrapolates noise). The single-temperature runs check their own λ̂."""
     d = next((r.config.get("d") for r in results if r is not None and r.config.get("d")), None)
-    if d is None or not (math.isfinite(value) and math.isfinite(se)) or value - 3 * se <= d / 2:
+    if d is None or not (math.isfinite(value) and math.isfinite(se)) or not checks.above_half_d(value, se, d):
         return
     warn(f"{what} λ̂ = {value:.4g} ± {se:.2g} exceeds d/2 = {d / 2:g} by more than 3 s.e., but the LLC of a local "
          "minimum is at most d/2: the correction is an artefact of its runs (read their warnings: usually chains "

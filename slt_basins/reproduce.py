@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .calibration import stability_step_size
 from .llc import LLCWarning, estimate_llc, estimate_llc_potential
 from .toys import (DeepLinearNetwork, Polynomial, ReducedRankRegression, crossing_valley,
                    finite_temperature_target, power, sum_of_powers)
@@ -168,8 +169,7 @@ def _model_step_size(case: Case, model, data) -> float:
 
     x, y = data
     h = float(top_eigenvalues(model, (x[:2000], y[:2000]), k=1)[0])
-    nbeta = case.n / math.log(case.n)
-    return min(case.step_size, 4 * STABILITY / (nbeta * max(h, 0.0) + GAMMA))
+    return min(case.step_size, stability_step_size(h, case.n / math.log(case.n), GAMMA, ratio=STABILITY))
 
 
 def _g_rank(case: Case, model=None, data=None) -> Optional[int]:
