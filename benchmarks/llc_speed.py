@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from slt_basins import estimate_llc
-from _machine import machine
+from _machine import git_state, machine
 
 OUT = Path(__file__).parent / "results"
 
@@ -124,8 +124,10 @@ def main():
     df.to_csv(OUT / "llc_speed.csv", index=False)
     (OUT / "llc_speed.md").write_text(
         f"# llc_speed\n\nmachine: {info}; {load}\n\n"
-        f"median of {args.repeats} repeats (all repeats in llc_speed.csv):\n\n"
-        + "```\n" + med.round(4).to_string() + "\n```\n")
+        f"median of {args.repeats} repeats (all repeats in llc_speed.csv); code {git_state()}:\n\n"
+        + "```\n" + med.round(4).to_string() + "\n```\n\n"
+        "checks_share is the checks' seconds (checks_time_s: gradient, curvature at w* and at the chains' ends, "
+        "the localization check and the MALA probe) over the chain loop's (wall_time_s).\n")
 
 
 if __name__ == "__main__":
