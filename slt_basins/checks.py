@@ -54,7 +54,8 @@ __all__ = ["top_curvature", "lanczos_top", "Curvature", "check_examples", "end_c
 CURVATURE_ITERATIONS = 10  # at most this many Hessian-vector products per point (Lanczos steps)
 CURVATURE_RTOL = 0.03  # ... fewer once the residual bound on the top Ritz value is below this fraction of it
 END_CHAINS = 4  # the curvature at the end of the run is measured at most at this many chains' final positions
-MALA_PROPOSALS = 8  # fresh Langevin proposals per chain in the MALA probe
+MALA_PROPOSALS = 8  # fresh Langevin proposals per chain in the MALA probe ...
+ANTITHETIC = True  # ... in antithetic pairs (z, −z) from the same position (:func:`antithetic_normal`)
 CHECK_SHARE = 0.05  # the checks' nominal cost as a fraction of the sampling's (per-example gradient evaluations)
 HVP_COST = 2.0  # a Hessian-vector product costs about this many gradient evaluations (reverse over reverse)
 
@@ -216,6 +217,21 @@ def step_stability(kernel: Kernel, hyper: Hyper, grad_fn, w: torch.Tensor,
     return h, stability_ratio(kernel, hyper, h, gmax)
 
 
+def antithetic_normal(shape, seed: int, device, dtype) -> torch.Tensor:
+    """Standard normal rows in antithetic pairs (Hammersley & Morton 1956, Proc. Camb. Phil. Soc. 52): rows
+    2k and 2k + 1 are z and −z (an odd last row is unpaired). Every row is marginally N(0, I), so a mean
+    over rows stays unbiased; terms odd in z cancel within a pair, which is what makes the MALA probe's
+    acceptance less noisy (:func:`mala_probe`).
+
+    >>> z = antithetic_normal((5, 3), 0, "cpu", torch.float64)
+    >>> bool((z[0] == -z[1]).all()), bool((z[2] == -z[3]).all()), bool((z[4] != 0).all())
+    (True, True, True)
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    half = torch.randn(((shape[0] + 1) // 2, *shape[1:]), generator=gen, device=device, dtype=dtype)
+    return torch.stack([half, -half], dim=1).flatten(0, 1)[: shape[0]]
+
+
 def mala_probe(kernel: Kernel, final_w: torch.Tensor, final_state, alive: np.ndarray, hyper: Hyper,
                loss_and_grad, proposals: int = MALA_PROPOSALS, seed: int = 0,
                max_rows: Optional[int] = None, earlier: Optional[torch.Tensor] = None) -> Optional[float]:
@@ -230,7 +246,11 @@ def mala_probe(kernel: Kernel, final_w: torch.Tensor, final_state, alive: np.nda
 
     Statistical error: the mean of R = proposals·chains acceptance probabilities a_i ∈ [0, 1] has a
     standard error sd(a)/√R ≤ 0.5/√R over the proposal noise (0.09 for 4 chains × 8; much less near
-    acceptance 1, where sd(a) is small), given the positions; positions spread over the draws make the
+    acceptance 1, where sd(a) is small), given the positions. The proposals come in antithetic pairs
+    (z, −z) from the same position (:data:`ANTITHETIC`, :func:`antithetic_normal`), which cancels the
+    terms of the acceptance odd in z within a pair: on the MLP of the docs page *Benchmarks*
+    ("step_size='auto' across seeds") this halved the seed-to-seed spread of 1 − a at one ε, as many
+    independent proposals would have at four times the cost. Positions spread over the draws make the
     mean less dependent on where the chains happen to end (a snapshot at the final positions alone
     varied by up to 3× between seeds on the MLP of the docs page *Benchmarks*, "step_size='auto'
     across seeds"). For a model, ``loss_and_grad`` is the loss on the checks' fixed subsample
@@ -255,8 +275,11 @@ def mala_probe(kernel: Kernel, final_w: torch.Tensor, final_state, alive: np.nda
     if kernel.preconditioner is not None:
         G = kernel.preconditioner(final_state)[rows].repeat_interleave(per, dim=0).repeat(len(points), 1)
     h = hyper._replace(adapt=False)
-    gen = torch.Generator(device=w.device).manual_seed(seed)
-    z = torch.randn(w.shape, generator=gen, device=w.device, dtype=w.dtype)
+    if ANTITHETIC:
+        z = antithetic_normal(w.shape, seed, w.device, w.dtype)
+    else:
+        z = torch.randn(w.shape, generator=torch.Generator(device=w.device).manual_seed(seed), device=w.device,
+                        dtype=w.dtype)
     step = len(w) if max_rows is None else max(1, int(max_rows))
     acc = []
     with torch.no_grad():
