@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch.func import vjp
 
+from .curvature import gauss_nodes, lanczos_tridiagonal
 from .errors import LLCWarning, LocalizationWarning, warn
 from .result import CheckFailure, Checks
 from .samplers import Hyper, Kernel, langevin_log_accept, langevin_proposal
@@ -323,32 +324,13 @@ def curvature_density(grad_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.
     d = w.numel()
     m = max(1, min(int(steps), d))
     gen = torch.Generator(device=w.device).manual_seed(seed)
-    thetas, taus = [], []
-    for _ in range(probes):
-        q = (torch.randint(0, 2, (d,), generator=gen, device=w.device).to(w.dtype) * 2 - 1) / math.sqrt(d)
-        Q, alphas, betas, q_prev, beta = [q], [], [], torch.zeros_like(q), 0.0
-        for j in range(m):
-            v = hvp(Q[-1])[0].detach()
-            a = float(v @ Q[-1])
-            v = v - a * Q[-1] - beta * q_prev
-            basis = torch.stack(Q)
-            for _ in range(2):  # full reorthogonalisation
-                v = v - basis.T @ (basis @ v)
-            alphas.append(a)
-            beta = float(v.norm())
-            if j == m - 1 or not math.isfinite(beta) or beta <= 1e-10 * (abs(alphas[0]) + 1e-30):
-                break
-            betas.append(beta)
-            q_prev = Q[-1]
-            Q.append(v / beta)
-        T = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if betas:
-            off = torch.tensor(betas, dtype=torch.float64)
-            T = T + torch.diag(off, 1) + torch.diag(off, -1)
-        theta, U = torch.linalg.eigh(T)
-        thetas.append(theta.numpy())
-        taus.append((U[0] ** 2).numpy() / probes)
-    return np.concatenate(thetas), np.concatenate(taus)
+    nodes = []
+    for _ in range(probes):  # one probe at a time: the basis holds m vectors of d numbers
+        q = (torch.randint(0, 2, (1, d), generator=gen, device=w.device).to(w.dtype) * 2 - 1) / math.sqrt(d)
+        alphas, betas, length = lanczos_tridiagonal(lambda r: hvp(r.view_as(w))[0].detach().reshape(1, -1), q, m)
+        nodes.append(gauss_nodes(alphas[0, : int(length[0])], betas[0, : int(length[0]) - 1]))
+    return (np.concatenate([t.numpy() for t, _ in nodes]),
+            np.concatenate([tau.numpy() / probes for _, tau in nodes]))
 
 
 def localization_share(theta: np.ndarray, tau: np.ndarray, d: int, nbeta: float, gamma: float) -> tuple[float, float]:

@@ -82,6 +82,8 @@ __all__ = [
     "hessian_trace",
     "top_eigenvalues",
     "damped_logdet",
+    "lanczos_tridiagonal",
+    "gauss_nodes",
 ]
 
 #: ``top_eigenvalues`` uses the dense route up to this d (d HVPs are then cheaper than Lanczos).
@@ -674,35 +676,48 @@ def top_eigenvalues(model: Optional[nn.Module] = None, data: Any = None, loss: L
     return np.sort(vals)[::-1][:k].copy()
 
 
-def _lanczos_batch(A: TorchOperator, q: torch.Tensor, m: int, delta: float):
-    """m Lanczos steps on A + δI from each row of ``q`` (unit vectors), fully reorthogonalised.
+def lanczos_tridiagonal(matmat: Callable[[torch.Tensor], torch.Tensor], q: torch.Tensor, m: int,
+                        delta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """m Lanczos steps on A + δI from each row of ``q`` ((b, d) unit vectors), fully reorthogonalised
+    (Golub & Van Loan, *Matrix Computations*, 4th ed., §10.1): the tridiagonal T of A + δI on the
+    Krylov space of each row. ``matmat`` maps (b, d) rows to A applied to each; the Krylov basis is
+    kept in the dtype of ``q`` (float64 for the curvature routes, the model's for the checks).
 
-    Returns the tridiagonal coefficients ``alphas`` and ``betas`` (each (b, m), on the CPU) and
-    ``length`` (b,): the steps each row ran before breaking down (an invariant subspace).
+    Returns ``alphas`` and ``betas`` (each (b, m), on the CPU: T's diagonal and off-diagonal) and
+    ``length`` (b,): the steps each row ran before breaking down (an invariant subspace, or a
+    product that was not finite), so row i's T is ``alphas[i, :L]``, ``betas[i, :L - 1]`` with
+    L = ``length[i]``. Memory m·b·d numbers. This is the engine of stochastic Lanczos
+    quadrature (:func:`gauss_nodes`; Ubaru, Chen & Saad 2017).
+
+    >>> A = torch.diag(torch.tensor([3.0, 1.0, 1.0], dtype=torch.float64))
+    >>> q = torch.ones(1, 3, dtype=torch.float64) / 3 ** 0.5
+    >>> alphas, betas, length = lanczos_tridiagonal(lambda v: v @ A, q, m=3)
+    >>> int(length[0]), [round(float(t), 6) for t in gauss_nodes(alphas[0, :2], betas[0, :1])[0]]
+    (2, [1.0, 3.0])
     """
     b, d = q.shape
-    Q = torch.zeros(m, b, d, dtype=torch.float64, device=q.device)
+    Q = torch.zeros(m, b, d, dtype=q.dtype, device=q.device)
     alphas = torch.zeros(b, m, dtype=torch.float64)
     betas = torch.zeros(b, m, dtype=torch.float64)
     length = torch.full((b,), m, dtype=torch.long)
     active = torch.ones(b, dtype=torch.bool)
     q_prev = torch.zeros_like(q)
-    beta_prev = torch.zeros(b, dtype=torch.float64, device=q.device)
+    beta_prev = torch.zeros(b, dtype=q.dtype, device=q.device)
     scale = None
     for j in range(m):
         Q[j] = q
-        wv = A.torch_matmat(q) + delta * q
+        wv = matmat(q).to(q.dtype) + delta * q
         alpha = (wv * q).sum(1)
         wv = wv - alpha[:, None] * q - beta_prev[:, None] * q_prev
         for _ in range(2):  # full reorthogonalisation (twice is enough)
             coef = torch.einsum("jbd,bd->jb", Q[: j + 1], wv)
             wv = wv - torch.einsum("jb,jbd->bd", coef, Q[: j + 1])
         beta = wv.norm(dim=1)
-        alpha_c, beta_c = alpha.cpu(), beta.cpu()
+        alpha_c, beta_c = alpha.cpu().double(), beta.cpu().double()
         alphas[:, j] = torch.where(active, alpha_c, torch.zeros_like(alpha_c))
         if scale is None:
             scale = float(alpha_c.abs().max()) + delta
-        broke = active & (beta_c <= 1e-10 * scale)
+        broke = active & ((beta_c <= 1e-10 * scale) | ~torch.isfinite(beta_c))
         length[broke] = j + 1
         active = active & ~broke
         if j == m - 1 or not bool(active.any()):
@@ -716,19 +731,33 @@ def _lanczos_batch(A: TorchOperator, q: torch.Tensor, m: int, delta: float):
     return alphas, betas, length
 
 
-def _quadrature_log(alpha: torch.Tensor, beta: torch.Tensor, delta: float) -> float:
-    """Gauss quadrature e₁ᵀ log(T) e₁ for the Lanczos tridiagonal T (diagonal ``alpha``,
-    off-diagonal ``beta``); ``ValueError`` if T, hence A + δI, is not positive definite."""
+def gauss_nodes(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(θ, τ): the Ritz values of the Lanczos tridiagonal T (diagonal ``alpha``, off-diagonal ``beta``)
+    and the squared first components of its eigenvectors: the nodes and weights of the Gauss
+    quadrature e₁ᵀ f(T) e₁ = Σ_j τ_j·f(θ_j) ≈ qᵀ f(A) q for the unit start vector q (Σ τ_j = 1).
+
+    >>> one = lambda *v: torch.tensor(v, dtype=torch.float64)
+    >>> theta, tau = gauss_nodes(one(2.0, 2.0), one(1.0))
+    >>> [round(float(t), 6) for t in theta], [round(float(t), 6) for t in tau]
+    ([1.0, 3.0], [0.5, 0.5])
+    """
     T = torch.diag(alpha)
     if alpha.shape[0] > 1:
         T = T + torch.diag(beta, 1) + torch.diag(beta, -1)
     theta, U = torch.linalg.eigh(T)
+    return theta, U[0] ** 2
+
+
+def _quadrature_log(alpha: torch.Tensor, beta: torch.Tensor, delta: float) -> float:
+    """Gauss quadrature e₁ᵀ log(T) e₁ for the Lanczos tridiagonal T (diagonal ``alpha``,
+    off-diagonal ``beta``); ``ValueError`` if T, hence A + δI, is not positive definite."""
+    theta, tau = gauss_nodes(alpha, beta)
     if float(theta.min()) <= 0:
         raise ValueError(
             f"H + δI is not positive definite (a Ritz value of H + δI is {float(theta.min()):.3e} "
             f"≤ 0, so H has an eigenvalue below −δ = {-delta:.3e}); raise delta."
         )
-    return float((U[0] ** 2 * torch.log(theta)).sum())
+    return float((tau * torch.log(theta)).sum())
 
 
 def _slq_logdet(A: TorchOperator, delta: float, num_probes: int, steps: int, seed: int) -> np.ndarray:
@@ -743,7 +772,7 @@ def _slq_logdet(A: TorchOperator, delta: float, num_probes: int, steps: int, see
     for start in range(0, num_probes, b_max):
         b = min(b_max, num_probes - start)
         q = _rademacher(b, d, gen).to(A.device) / math.sqrt(d)
-        alphas, betas, length = _lanczos_batch(A, q, m, delta)
+        alphas, betas, length = lanczos_tridiagonal(A.torch_matmat, q, m, delta)
         for i in range(b):
             L = int(length[i])
             per_probe.append(d * _quadrature_log(alphas[i, :L], betas[i, : L - 1], delta))
