@@ -74,6 +74,14 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
    a γ too small to keep the chains near w* shows up as divergence or instability). Pass a single
    γ to keep yours.
 
+**After the choice** (``step_size="auto"``). Rule 3 compares neighbouring cells within 2 % plus two
+combined MCSEs, which short cells cannot resolve finely: on a tiny GPT-2 λ̂ fell from 90.7 to 87.8 to
+83.9 over the chosen ε and the two cells below it, each step inside the tolerance. So the final run
+also fits λ̂(ε') = a + c·ε' over the chosen cell and the stable cells below it (:func:`step_trend`,
+weights 1/MCSE²) and records the implied step-size bias c·ε and its standard error as
+``checks.calibration["step_bias"]`` and ``["step_bias_se"]``; an :class:`~slt_basins.errors.LLCWarning`
+names them when the bias exceeds :data:`TREND_SE` = 2 standard errors and 2 % of λ̂.
+
 If no cell qualifies, :class:`CalibrationError` (a ValueError) says what to try next (smaller step
 sizes than the grid's minimum when that minimum was run; where the scan stopped early, the step
 size it stopped at and the grid's minimum; a larger localization, a smaller nβ, more burn-in and
@@ -125,7 +133,7 @@ from .sampling import sample
 from .targets import ModelTarget, PotentialTarget
 
 __all__ = ["calibrate", "calibrate_potential", "CalibrationResult", "CalibrationError", "select_setting",
-           "default_step_sizes", "stability_step_size"]
+           "default_step_sizes", "stability_step_size", "step_trend", "StepTrend"]
 
 MIN_ACCEPT_UNADJUSTED = 0.998  # 1-D equivalent acceptance; ≈ s = ε·A/4 of 0.02 on a Gaussian
 MIN_ACCEPT_MALA = 0.5
@@ -1066,6 +1074,65 @@ def calibrate_potential(
 
 # --- step_size="auto" ---------------------------------------------------------------------------------
 
+TREND_SE = 2.0  # run_auto warns when the cells' step-size trend puts the bias at the chosen ε beyond 2 se ...
+# ... and beyond PLATEAU_TOL of λ̂ (module docstring, "After the choice")
+
+
+class StepTrend(NamedTuple):
+    """The step-size bias at a chosen ε implied by the calibration cells (:func:`step_trend`): ``bias`` =
+    c·ε from a weighted least-squares line λ̂(ε') = a + c·ε' (weights 1/MCSE²) over ``cells`` cells,
+    ``se`` its standard error (ε·se(c)), and the cells' ``step_sizes`` and ``llcs``."""
+
+    bias: float
+    se: float
+    cells: int
+    step_sizes: tuple
+    llcs: tuple
+
+
+def step_trend(table: pd.DataFrame, step_size: float, nbeta: float, localization: float) -> Optional[StepTrend]:
+    """How much λ̂ at ``step_size`` exceeds its ε → 0 limit, by a weighted linear fit over the calibration
+    cells of (``nbeta``, ``localization``) at that step size or below that ran stable, without divergence,
+    and with a finite positive MCSE. None with fewer than two distinct step sizes.
+
+    The step-size bias of an unadjusted Langevin kernel is O(ε) (docs page *Theory*, "Step-size bias"),
+    so λ̂(ε) ≈ λ̂(0) + c·ε over a plateau's few cells; ``bias`` = c·ε. The error bar treats the cells as
+    independent; they share the seed (common random numbers), which makes neighbouring cells agree more
+    than their MCSEs say, so ``se`` errs on the wide side. A fall of λ̂ with ε can also come from the
+    smaller steps not having equilibrated (their R-hat says so).
+
+    >>> t = pd.DataFrame(dict(nbeta=100.0, localization=1.0, step_size=[4e-3, 2e-3, 1e-3], ran=True, diverged=0,
+    ...                       stable=True, llc=[1.3, 1.2, 1.1], mcse=0.01))
+    >>> tr = step_trend(t, 2e-3, 100.0, 1.0)   # the chosen 2e-3 and the 1e-3 below it
+    >>> round(tr.bias, 6), tr.cells   # λ̂ = 1.0 + 100·ε: the bias at ε = 2e-3 is 0.2
+    (0.2, 2)
+    """
+    t = table[(table["nbeta"] == nbeta) & (table["localization"] == localization) & table["ran"].astype(bool)
+              & (table["diverged"] == 0) & table["stable"].astype(bool) & (table["step_size"] <= step_size * (1 + 1e-9))]
+    t = t[np.isfinite(t["llc"].to_numpy(float)) & (t["mcse"].to_numpy(float) > 0)]
+    x, y = t["step_size"].to_numpy(float), t["llc"].to_numpy(float)
+    if len(np.unique(x)) < 2:
+        return None
+    w = 1.0 / t["mcse"].to_numpy(float) ** 2
+    xm = float((w * x).sum() / w.sum())
+    sxx = float((w * (x - xm) ** 2).sum())
+    c = float((w * (x - xm) * (y - float((w * y).sum() / w.sum()))).sum()) / sxx
+    return StepTrend(c * step_size, step_size / math.sqrt(sxx), len(t), tuple(x.tolist()), tuple(y.tolist()))
+
+
+def _trend_warning(tr: Optional[StepTrend], llc: float, step_size: float) -> Optional[str]:
+    """The warning of ``step_size="auto"`` when the cells' trend is significant and large (:data:`TREND_SE`)."""
+    if tr is None or not (abs(tr.bias) > TREND_SE * tr.se and abs(tr.bias) > PLATEAU_TOL * abs(llc)):
+        return None
+    cells = ", ".join(f"{v:.4g} at ε = {e:.3g}" for e, v in sorted(zip(tr.step_sizes, tr.llcs), reverse=True))
+    way = "falls" if tr.bias > 0 else "rises"
+    return (f'step_size="auto" chose ε = {step_size:.3g}, but λ̂ {way} as the step shrinks in its calibration cells '
+            f"({cells}): a line in ε puts the step-size bias of λ̂ at the chosen ε at {tr.bias:+.3g} ± {tr.se:.2g} "
+            f"({tr.bias / llc:+.1%} of λ̂ = {llc:.4g}), more than the error bar says. Confirm with "
+            f"step_size={step_size / 3:.2g} and 3× num_draws and num_burnin; a smaller step that has not "
+            "equilibrated shows the same trend (check its R-hat).")
+
+
 AUTO_FRACTION = 5  # calibration cells get 1/5 of the user's draws and burn-in ...
 AUTO_MIN_DRAWS, AUTO_MIN_BURNIN = 200, 100  # ... but at least this many
 
@@ -1095,8 +1162,12 @@ def run_auto(run: Run, opts: LLCOptions) -> LLCResult:
             "the cells' num_draws, num_burnin), or pass a numeric step_size.", e.table) from None
     result = run(opts.replace(step_size=cal.step_size))
     result.config["step_size_auto"] = True
+    tr = step_trend(cal.table, cal.step_size, cal.nbeta, cal.localization)
     result.checks.calibration = dict(step_size=cal.step_size, reason=cal.reason, wall_time_s=cal.wall_time_s,
                                      hessian_max_abs_eig=cal.hessian_max_abs_eig, grid_origin=cal.grid_origin,
-                                     rules=cal.rules,
+                                     rules=cal.rules, step_bias=None if tr is None else tr.bias,
+                                     step_bias_se=None if tr is None else tr.se,
                                      table=cal.table.to_dict("records"))
+    if (msg := _trend_warning(tr, result.llc_mean, cal.step_size)) is not None:
+        warn(msg, LLCWarning)
     return result
