@@ -16,10 +16,13 @@ Per model this script runs:
   1/MCSE², seeds pooled per ε) gives the measured bias at the median choice, λ̂(ε) − λ̂(0), with its
   standard error, next to the trend the auto runs reported.
 
-Models (built here; no download): the tiny GPT-2 of ``benchmarks/lm_speed.py`` (28,032 parameters,
-4,096 copy-task sequences of 16 tokens, ``loss="causal_lm"``, batch 32) and the 64-32-10 MLP on
-scikit-learn's digits of ``benchmarks/calibrate_seeds.py`` (2,410 parameters, ``"cross_entropy"``,
-batch 256). Both with γ = 100, nβ = n/log n, 4 chains × (500 burn-in + 1,000 draws).
+Models (built here; no download): a tiny GPT-2 from a config (2 layers, 2 heads, width 32, vocabulary 32,
+context 16), trained 400 AdamW steps on 512 copy-task sequences (training loss about 1.57, gradient norm
+about 0.27: briefly trained, as a checkpoint early in training is; ``loss="causal_lm"``, batch 32), and the
+64-32-10 MLP on scikit-learn's digits of ``benchmarks/calibrate_seeds.py`` (2,410 parameters,
+``"cross_entropy"``, batch 256). Both with γ = 100, nβ = n/log n, 4 chains × (500 burn-in + 1,000 draws).
+(On the 4,096-sequence GPT-2 of ``benchmarks/lm_speed.py``, trained 300 steps, ``step_size="auto"`` finds
+no step size at the default budget: three cells unstable, the next not converged at 8× its budget.)
 
 Usage: python benchmarks/auto_step_bias.py [--models gpt2,mlp] [--auto-seeds 2,5] [--ref-seeds 2,5]
 [--threads 1] [--no-save]
@@ -47,10 +50,30 @@ OUT = Path(__file__).parent / "results"
 GAMMA = 100.0
 
 
+def tiny_gpt2(vocab: int = 32, seq: int = 16, n: int = 512, steps: int = 400):
+    """A GPT-2 from a config (2 layers, 2 heads, width 32; no dropout) trained ``steps`` AdamW steps (lr 3e-3,
+    batch 32) on ``n`` copy-task sequences [a b … a b …]; (model in eval mode, dict data)."""
+    import transformers
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, n_positions=seq, resid_pdrop=0.0, embd_pdrop=0.0,
+        attn_pdrop=0.0, bos_token_id=0, eos_token_id=0))
+    half = torch.randint(0, vocab, (n, seq // 2))
+    ids = torch.cat([half, half], 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        b = ids[torch.randint(0, n, (32,))]
+        loss = model(input_ids=b, labels=b).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
 def models() -> dict:
     """name -> (builder returning (model, data), estimate_llc keywords)."""
     from calibrate_seeds import digits_mlp
-    from lm_speed import tiny_gpt2
 
     def mlp():
         model, x, y, *_ = digits_mlp()
