@@ -478,9 +478,11 @@ def rule_gradient(e: Evidence) -> Optional[str]:
 def _stability_effect(e: Evidence, ratio: float) -> str:
     if ratio >= 1:
         return "the sampler is unstable in the stiffest direction (a ratio ≥ 1 has no stationary law)"
-    if e.kernel.langevin:
+    if e.kernel.langevin:  # a direction of the quadratic model adds ½·nβh/(nβh + γ)·s/(1 − s) ≤ ½·s/(1 − s)
+        now = f" (λ̂ = {e.llc:.4g})" if math.isfinite(e.llc) else ""
         return (f"the stationary variance in the stiffest direction is inflated by about 1/(1−{ratio:.2g}) = "
-                f"{1 / (1 - ratio):.3g}, biasing λ̂ upward")
+                f"{1 / (1 - ratio):.3g}, biasing λ̂ upward by up to {0.5 * ratio / (1 - ratio):.2g} for each "
+                f"direction this stiff{now}")
     return "the stiffest direction is under-resolved, which biases λ̂"
 
 

@@ -26,6 +26,8 @@ def test_unstable_ratio_is_called_unstable_not_a_variance_inflation():
         assert "unstable" in msg and "1/(1−" not in msg, msg
         mild = rule(evidence(**{field: 0.5, "hessian_max_abs_eig": 7.0, "hessian_max_abs_eig_end": 7.0}))
         assert "inflated by about 1/(1−0.5) = 2" in mild, mild
+        # in the quadratic model a direction adds ½·nβh/(nβh + γ)·s/(1 − s) ≤ ½·0.5/0.5 = 0.5 to λ̂
+        assert "by up to 0.5 for each direction this stiff (λ̂ = 1)" in mild, mild
 
 
 def test_stability_warnings_say_when_the_curvature_came_from_a_subsample():
