@@ -169,7 +169,8 @@ class RankSync(LocalSync):
 
 
 def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, list]:
-    """Every rank's :class:`ChainRun` concatenated in rank (= chain id) order, on every rank.
+    """Every rank's :class:`ChainRun` concatenated in rank (= chain id) order, on every rank, with the
+    observed datasets' traces (``observe=``) where every rank has them.
 
     ``extra`` is any picklable per-rank value; the list of all ranks' values comes back with it.
     Final states return to this rank's device. Traces are cut to the fewest draws any rank kept.
@@ -194,7 +195,7 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
     mine = dict(loss=run.loss, llc=run.llc, diverged_at=run.diverged_at, steps_done=run.steps_done,
                 accept=run.accept, state=[f.detach().cpu() for f in run.final_state],
                 resumed_from=run.resumed_from, checkpoint_step=run.checkpoint_step, extra=extra,
-                probe_w=None if run.probe_w is None else run.probe_w.detach().cpu())
+                probe_w=None if run.probe_w is None else run.probe_w.detach().cpu(), observed=run.observed)
     parts: list = [None] * ctx.world_size
     dist.all_gather_object(parts, mine)
     kept = min(p["llc"].shape[1] for p in parts)
@@ -215,6 +216,8 @@ def gather_run(run: ChainRun, extra: Any, ctx: DistContext) -> tuple[ChainRun, l
         resumed_from=min(resumed) if resumed else None,
         checkpoint_path=run.checkpoint_path, checkpoint_step=min(saved) if saved else None,
         probe_w=torch.cat(probes, dim=1).to(device) if same else None,
+        observed=None if any(p["observed"] is None for p in parts) else {  # (datasets, chains, draws) each
+            k: np.concatenate([p["observed"][k][:, :, :kept] for p in parts], axis=1) for k in ("loss", "llc")},
     )
     return out, [p["extra"] for p in parts]
 

@@ -223,11 +223,11 @@ def estimate_llc(
         progress=progress, distributed=distributed, chain_group=chain_group, checkpoint=checkpoint,
         checkpoint_every=checkpoint_every, callback=callback)
     target = ModelTarget.build(model, data, loss, opts, evaluate=evaluate)
-    target.observers = _observers(target, observe, loss, opts)
+    target.observers = _observers(target, observe, loss)
     return _run(target, opts)
 
 
-def _observers(target: ModelTarget, observe, loss, opts: LLCOptions) -> dict:
+def _observers(target: ModelTarget, observe, loss) -> dict:
     """``{name: target}`` of the observed datasets, validated before any sampling."""
     if observe is None:
         return {}
@@ -236,9 +236,6 @@ def _observers(target: ModelTarget, observe, loss, opts: LLCOptions) -> dict:
     bad = [k for k in observe if not isinstance(k, str)]
     if bad:
         raise TypeError(f"observe's keys must be names (str); got {bad!r}.")
-    if opts.distributed:
-        raise ValueError("observe= is not supported with distributed=True yet: run the observed datasets in one "
-                         "process (distributed=False).")
     out = {}
     for name, obs in observe.items():
         try:

@@ -37,6 +37,7 @@ POT = dict(nbeta=100.0, num_chains=5, num_draws=80, num_burnin=20, step_size=1e-
 CASES = {
     "model": MODEL,
     "model_group": dict(MODEL, chain_group=2),
+    "model_observe": dict(MODEL),  # with observe= (run_case adds the held-out data)
     "pot_sgld": dict(POT),
     "pot_mala": dict(POT, sampler="mala"),
     "pot_rmsprop": dict(POT, sampler="rmsprop_sgld"),
@@ -50,6 +51,8 @@ def run_case(name, **kw):
         warnings.simplefilter("always")
         if name.startswith("model"):
             model, data = _mlp_problem()
+            if name == "model_observe":  # a data-refined LLC of two slices of the data, gathered across ranks
+                settings["observe"] = {"head": (data[0][:40], data[1][:40]), "tail": (data[0][80:], data[1][80:])}
             r = estimate_llc(model, data, "mse", **settings)
         else:
             r = estimate_llc_potential(_potential, torch.zeros(3, dtype=torch.float64), **settings)
@@ -57,9 +60,12 @@ def run_case(name, **kw):
 
 
 def summary(r, caught) -> dict:
-    return {"llc_per_chain": r.llc_per_chain, "llc_trace": r.llc_trace, "loss_trace": r.loss_trace,
-            "checks": json.dumps({k: r.checks.get(k) for k in CHECKS}, sort_keys=True, default=str),
-            "warnings": len(caught)}
+    out = {"llc_per_chain": r.llc_per_chain, "llc_trace": r.llc_trace, "loss_trace": r.loss_trace,
+           "checks": json.dumps({k: r.checks.get(k) for k in CHECKS}, sort_keys=True, default=str),
+           "warnings": len(caught)}
+    for name, o in (r.observed or {}).items():
+        out[f"observed_{name}"] = o.llc_trace
+    return out
 
 
 def reproduce_case():

@@ -49,12 +49,13 @@ def single():
 def test_two_gloo_processes_equal_one_process_bitwise(two_ranks, single, name):
     ref = single[name]
     for r, res in enumerate(two_ranks):
-        for key in ("llc_per_chain", "llc_trace", "loss_trace"):
+        for key in ("llc_per_chain", "llc_trace", "loss_trace") + tuple(k for k in ref if k.startswith("observed_")):
             assert np.array_equal(res[f"{name}/{key}"], ref[key]), (name, r, key)
         # stability at the chains' ends (per rank, gathered) and the MALA probe (on the gathered states)
         assert str(res[f"{name}/checks"]) == ref["checks"], (name, r)
     assert int(two_ranks[0][f"{name}/warnings"]) == ref["warnings"]  # warnings on rank 0 only
     assert int(two_ranks[1][f"{name}/warnings"]) == 0
+    assert (name == "model_observe") == any(k.startswith("observed_") for k in ref)
     checks = json.loads(ref["checks"])
     assert checks["mala_accept"] is not None
     assert (checks["step_stability_end"] is not None) == (name != "pot_mala")  # MALA needs no step-size check
