@@ -33,10 +33,11 @@
 # 6. λ̂ ± se next to that share and to train and test loss across checkpoints, and what this curve
 #    can and cannot show.
 #
-# **Run it.** Full settings (the committed outputs) take about 10 minutes on 2 CPU cores shared
-# with other jobs. For a smoke test in under 2 minutes set `SLT_BASINS_QUICK=1` (fewer epochs,
-# checkpoints, draws and localizations; the numbers are then noisier and the prose below, written
-# for the full run, need not match them):
+# **Run it.** Full settings (the committed outputs) took 2.4 minutes on 2 CPU cores (Intel Xeon)
+# while another single-threaded job ran on the second core; earlier runs on a slower, busier machine
+# took up to 10 minutes (the last cell prints the time). For a smoke test in under 2 minutes set
+# `SLT_BASINS_QUICK=1` (fewer epochs, checkpoints, draws and localizations; the numbers are then
+# noisier and the prose below, written for the full run, need not match them):
 #
 # ```bash
 # SLT_BASINS_QUICK=1 python -m pytest --nbmake notebooks/01_estimate_llc.ipynb
@@ -221,13 +222,16 @@ table.style.format({"llc": "{:.3f}", "se": "{:.3f}", "r_hat": "{:.3f}", "ess_bul
                     "sample_s": "{:.1f}", "train_loss": "{:.4f}", "test_loss": "{:.4f}", "test_acc": "{:.3f}"}, na_rep="–")
 
 # %% [markdown]
-# Columns: `llc` ± `se` (ArviZ MCSE); `r_hat` and `ess_bulk` of the per-draw LLC; `grad_norm` = ‖∇L_n(w*)‖
-# and `grad_bias_bound` = nβ²‖∇L_n‖²/γ, the bound on how far the linear term can shift λ̂ when w* is
-# not a critical point; `stab_w_star` / `stab_end` = ε·(nβ·h_max + γ)/4 at w* and at the chains' final
-# positions (the package warns above 0.1); `mala_accept` = the mean Metropolis acceptance probability
-# of fresh Langevin proposals from the chains' final positions (the package's MALA probe: SGLD's step
-# has a visible discretisation bias when it is below 0.7, and the package then warns); `sample_s` is
-# the sampling time. The warnings the package raised, per checkpoint, with their category:
+# Columns: `llc` ± `se` (the package's MCSE: the larger of ArviZ's MCSE and the between-chain standard
+# error); `r_hat` and `ess_bulk` of the per-draw LLC; `grad_norm` = ‖∇L_n(w*)‖ and `grad_bias_bound` =
+# nβ²‖∇L_n‖²/γ, the bound on how far the linear term can shift λ̂ when w* is not a critical point (the
+# package warns when it exceeds max(0.1, 5 % of |λ̂|)); `stab_w_star` / `stab_end` = ε·(nβ·h_max + γ)/4
+# at w* and at the chains' final positions (the package warns above 0.1); `mala_accept` = the mean
+# Metropolis acceptance probability of 8 fresh Langevin proposals per chain, in antithetic pairs, from
+# four positions of each chain (three kept during the draws and the final one): the package's MALA
+# probe (SGLD's step has a visible discretisation bias when it is below 0.7, and the package then
+# warns); `sample_s` is the sampling time. The warnings the package raised, per checkpoint, with their
+# category:
 
 # %%
 for epoch, (r, warns) in results.items():
@@ -387,18 +391,19 @@ fig
 # %% [markdown]
 # **Reading the scan (full run).** There is no plateau that can be reported. From γ = 10 to 1000, λ̂
 # falls by 6.5× over the decade 10 → 100 and by 21.5× over 100 → 1000, about as fast as 1/γ or
-# faster: γ sets the number there, as the check says (share 0.69, 0.91, 0.99 of λ_quad at γ = 10, 100,
+# faster: γ sets the number there, as the check says (share 0.68, 0.91, 0.99 of λ_quad at γ = 10, 100,
 # 1000). λ̂ is 2.4–5.8 times λ_quad at γ ≥ 10: the chains feel the loss beyond second order, since
-# where they ended nβ·h_max is 286–3,790 against 21.6 at w*. Below γ = 10 the curve flattens
+# where they ended nβ·h_max is 285–3,810 against 21.6 at w*. Below γ = 10 the curve flattens
 # (25.0, 38.3, 40.1 at γ = 10, 1, 0.1), but those runs have not converged: R-hat 1.36–1.55, bulk ESS
-# 7–9, and the mean λ over the second half of the draws is 24–33 % above the first half, so λ̂ was
+# 7–9, and the mean λ over the second half of the draws is 24–34 % above the first half, so λ̂ was
 # still rising when sampling stopped. In a direction the loss does not curve, the chain relaxes to
 # its Gaussian localization at the rate εγ/2 per step, i.e. in 2/(εγ) = 2·10⁴ steps at γ = 1 and 2·10⁵
 # at γ = 0.1, against the 2,000 steps run here. The chains also moved into much stiffer regions
-# (nβ·h_max 7,000–7,620 where they ended at γ ≤ 1, 320–350 times its value at w*), where
-# ε·(nβ·h_max + γ)/4 = 0.175–0.190 triggers the stability warning, so a trustworthy small-γ run also
+# (nβ·h_max 6,970–7,600 where they ended at γ ≤ 1, 320–350 times its value at w*), where
+# ε·(nβ·h_max + γ)/4 = 0.174–0.190 triggers the stability warning, so a trustworthy small-γ run also
 # needs about half the step size. That comes to about 4·10⁵ steps per chain at γ = 0.1, roughly
-# 200 times this run and hours per checkpoint on this machine. Only γ = 0.1 has a share below 0.5
+# 200 times this run: over half an hour per checkpoint on this machine, where each γ of the scan
+# took about 11 s. Only γ = 0.1 has a share below 0.5
 # (0.48), which is consistent with the `localization_half` of 0.13 at this checkpoint.
 
 # %% [markdown]
@@ -446,60 +451,64 @@ print(f"notebook run time: {time.perf_counter() - T_START:.0f} s ({'QUICK' if QU
 # ## What the measured output shows (full run)
 #
 # * **Training.** Training loss falls from 0.39 (epoch 3) to 3·10⁻⁴ (epoch 200), training accuracy is
-#   1.000 from epoch 50 on, and test loss is lowest among the checkpoints at epoch 50 (0.108) and rises
+#   1.000 from epoch 50 on, and test loss is lowest among the checkpoints at epoch 50 (0.107) and rises
 #   to 0.128 by epoch 200, while test accuracy goes from 0.836 to 0.980.
 # * **Which checkpoints are minima.** The gradient check separates them: at epoch 3 the bound
 #   nβ²‖∇L‖²/γ on the shift of λ̂ is 421 and λ̂ = −6.7 ± 0.4 (negative: the chains found lower loss
 #   than w*; the package also warns that λ̂ is negative beyond 3 MCSE and that R-hat = 1.059 exceeds
-#   1.05), at epoch 10 the bound (34) is larger than λ̂ (6.2), at epochs 25 and 50 it is 1.3 and 0.29
-#   (still flagged, against λ̂ = 7.3 and 5.6), and at epochs 100 and 200 it is below 10⁻³. Only the
-#   last two checkpoints meet the LLC's assumption that w* is a minimum; the plot marks the others.
-# * **λ̂ across training at γ = 100.** From epoch 25 on, λ̂ decreases monotonically: 7.35 ± 0.15,
-#   5.59 ± 0.12, 4.54 ± 0.12, 3.84 ± 0.11 at epochs 25, 50, 100, 200, while the training loss keeps
+#   1.05), at epoch 10 the bound (34) is larger than λ̂ (6.2), and at epoch 25 it is 1.3 (still
+#   flagged, against λ̂ = 7.3). At epoch 50 the bound is 0.28, just below the package's threshold of
+#   5 % of λ̂ (0.280), so that checkpoint is not flagged, although its gradient norm (0.028) is 23
+#   times that at epoch 100 and the bound is 2.4 times its MCSE. At epochs 100 and 200 the bound is
+#   below 10⁻³: only these two checkpoints are critical points at the scale of the error bars. The
+#   plot marks the three flagged ones.
+# * **λ̂ across training at γ = 100.** From epoch 25 on, λ̂ decreases monotonically: 7.35 ± 0.18,
+#   5.59 ± 0.12, 4.54 ± 0.14, 3.83 ± 0.14 at epochs 25, 50, 100, 200, while the training loss keeps
 #   falling and the test loss rises.
 # * **Why it falls: γ, not the loss, sets these numbers.** The `LocalizationWarning` fires at all six
-#   checkpoints. The share of λ̂'s dependence that γ sets is 0.69, 0.84, 0.74, 0.78, 0.86, 0.91 at
+#   checkpoints. The share of λ̂'s dependence that γ sets is 0.69, 0.84, 0.74, 0.79, 0.86, 0.91 at
 #   epochs 3 … 200, and the γ at which the loss would set half of it (`localization_half`) is 0.36,
-#   1.6, 0.039, 0.026, 0.12, 0.13: 1.8 to 3.6 decades below the γ = 100 used. The loss's largest
-#   curvature falls with the training loss. nβ·h_max at w* is 2,000, 723, 295, 131, 43.2, 21.6, and it
+#   1.6, 0.039, 0.032, 0.14, 0.13: 1.8 to 3.5 decades below the γ = 100 used. The loss's largest
+#   curvature falls with the training loss. nβ·h_max at w* is 2,000, 725, 295, 129, 42.5, 21.6, and it
 #   crosses γ = 100 between epochs 50 and 100. The Hessian of the cross-entropy in the logits,
 #   diag(p) − ppᵀ, vanishes as the predicted probabilities p saturate at zero training loss. A
 #   direction with nβh ≪ γ contributes about nβh/(2γ) instead of ½ (the section "γ, the
 #   localization" of [Estimating the LLC](../docs/estimating.md)). So the curve follows the
 #   flattening of the loss around w* at the scale that γ fixes. The quadratic model's λ_quad at
-#   γ = 100 falls from 6.97 to 0.677 between epochs 25 and 200. λ̂ falls less (7.35 → 3.84), because
+#   γ = 100 falls from 6.97 to 0.676 between epochs 25 and 200. λ̂ falls less (7.35 → 3.83), because
 #   the chains also feel the loss beyond second order. The scan at epoch 200 confirms the check: λ̂ falls as fast as 1/γ,
 #   or faster, from γ = 10 to 1000 (ratios 6.5 and 21.5 per decade), and no plateau is reachable
 #   with these settings (previous section).
 # * **Not fixed by a better γ, and why.** A γ at which the loss sets most of λ̂ at every checkpoint
-#   would have to be below 0.026 (the `localization_half` of epoch 50), and below 0.13 at epoch 200.
+#   would have to be below 0.032 (the `localization_half` of epoch 50), and below 0.13 at epoch 200.
 #   At γ ≤ 1 the chains were still drifting after 2,000 steps (R-hat up to 1.55, ESS 7) and ended in
 #   regions 320–350 times stiffer than w*. They would need about half the step size and some 200
-#   times as many steps, which means hours per checkpoint instead of this notebook's minutes. So the curve is reported at γ = 100 with the
-#   warning, not replaced.
+#   times as many steps: over half an hour per checkpoint on this machine instead of about 10 s. So
+#   the curve is reported at γ = 100 with the warning, not replaced.
 # * **What this curve can and cannot show.** It is a reproducible quantity at fixed nβ = 187,
-#   γ = 100, ε = 10⁻⁴ (the scan's γ = 100 row repeats the curve's last point: 3.84 ± 0.11, R-hat
+#   γ = 100, ε = 10⁻⁴ (the scan's γ = 100 row repeats the curve's last point: 3.83 ± 0.14, R-hat
 #   1.024, ESS 137). It shows that the loss around w* becomes flatter, at the scale set by γ, as training drives the
 #   training loss towards zero. It cannot show the LLC in the sense of singular learning theory, the
 #   loss-set value that λ̂ takes on a plateau in γ. So it cannot say whether the network's degeneracy
 #   grows, settles or falls during training. Nor can it be compared with the LLC-over-training curves
 #   of Lau et al. 2023 ([arXiv:2308.12108](https://arxiv.org/abs/2308.12108)) or Hoogland et al. 2024
 #   ([arXiv:2402.02364](https://arxiv.org/abs/2402.02364)), which are read as statements about the
-#   loss landscape. Its fall (7.35 → 3.84) is not evidence that the network becomes simpler.
+#   loss landscape. Its fall (7.35 → 3.83) is not evidence that the network becomes simpler.
 # * **Diagnostics that do not see this.** With ε = 10⁻⁴ and γ = 100, ε·(nβ·h_max + γ)/4 is at most
 #   0.053 at w* and 0.061 where the chains ended, below the package's 0.1 threshold at every
 #   checkpoint; at epoch 200 the top Hessian eigenvalue is 0.116 at w* and 4.8 where the chains ended.
-#   The MALA probe accepts 0.976–0.987 of fresh Langevin proposals at every checkpoint. R-hat is
-#   1.013–1.031 and the bulk ESS 70–164 (of 6,000 draws) for epochs 10–200. At epoch 200 the four
-#   chains' own estimates are 3.50–4.16, a spread of 0.66 against an MCSE of 0.11 on their mean, so
-#   the error bar (R-hat 1.024, above the 1.01 ArviZ recommends) is approximate. At epochs 100 and
-#   200 the package raises no other warning: only the localization check says that γ sets the
-#   number.
-# * **Step size.** At epoch 200: 3.84 ± 0.11 at ε = 10⁻⁴, 3.88 ± 0.07 at 3·10⁻⁴ and 4.15 ± 0.05 at
-#   10⁻³. The first two agree within their error bars (a plateau). At 10⁻³ the package warns that
+#   The MALA probe accepts 0.977–0.990 of its proposals (from four positions per chain) at every
+#   checkpoint. R-hat is 1.012–1.031 and the bulk ESS 70–162 (of 6,000 draws) for epochs 10–200. At
+#   epoch 200 the four chains' own estimates are 3.50–4.16, a spread of 0.66; the reported MCSE on
+#   their mean, 0.135, is their between-chain standard error, larger than ArviZ's 0.111 (the
+#   `summary()` above), and with R-hat 1.024 (above the 1.01 ArviZ recommends) the error bar is
+#   approximate. At epochs 50, 100 and 200 the package raises no other warning: only the
+#   localization check says that γ sets the number.
+# * **Step size.** At epoch 200: 3.833 ± 0.135 at ε = 10⁻⁴, 3.876 ± 0.071 at 3·10⁻⁴ and 4.145 ± 0.048
+#   at 10⁻³. The first two agree within their error bars (a plateau). At 10⁻³ the package warns that
 #   ε·(nβ·h_max + γ)/4 = 0.289 where the chains ended, and λ̂ is 0.31 (8 %) above ε = 10⁻⁴, the
-#   upward step-size bias that the warning names. The MALA acceptance falls as ε grows (0.987, 0.950,
-#   0.833) but stays above 0.7 even at 10⁻³, so here the stability check, not the MALA probe, flags
+#   upward step-size bias that the warning names. The MALA acceptance falls as ε grows (0.990, 0.957,
+#   0.846) but stays above 0.7 even at 10⁻³, so here the stability check, not the MALA probe, flags
 #   the bias.
-# * **Run time.** The trajectory took 273 s, the γ scan 205 s and the whole notebook 582 s on 2 cores
-#   shared with other jobs.
+# * **Run time.** The trajectory took 63 s, the γ scan 54 s and the whole notebook 142 s on 2 cores
+#   (Intel Xeon), with another single-threaded job on the second core (1-minute load average 1.4–2.0).
