@@ -30,9 +30,10 @@
 # λ − (m−1)/log t, the exact finite-t value, and SGLD estimates at three values of nβ.
 #
 # **Run it.** The committed outputs come from the full settings: the package's quick suite
-# (`suite(quick=True)`, all 18 cases; the 19-case full table takes about 8 minutes and is
-# `slt-basins reproduce`), about 4 minutes on 2 idle CPU cores (the committed run took 7.5 minutes on 2
-# cores shared with other jobs). For a smoke test in under a minute set
+# (`suite(quick=True)`, all 18 cases; the 19-case full table is `slt-basins reproduce`, 3.5–8 minutes
+# in docs/ground-truth.md). The committed run took 2.5 minutes on 2 CPU cores (Intel Xeon) while
+# another single-threaded job ran on the second core; earlier runs on a slower machine took 4 minutes
+# on idle cores and 7.5 on busy ones. For a smoke test in under a minute set
 # `SLT_BASINS_QUICK=1`: six cases with shorter chains and two values of nβ (the prose below describes
 # the full run):
 #
@@ -190,8 +191,9 @@ sgld.style.format({"nbeta": "{:g}", "step_size": "{:g}", "llc": "{:.4f}", "se": 
 
 # %% [markdown]
 # `z` = (λ̂ − exact target)/se: how many standard errors the sampler is from the exact finite-t value;
-# `mala_accept` = the package's MALA probe, the mean Metropolis acceptance probability of fresh Langevin
-# proposals from the chains' final positions (below 0.7 the package warns of a visible step-size bias).
+# `mala_accept` = the package's MALA probe, the mean Metropolis acceptance probability of 8 fresh
+# Langevin proposals per chain, in antithetic pairs, from four positions of each chain (three kept during
+# the draws and the final one; below 0.7 the package warns of a visible step-size bias).
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained", sharey=True)
@@ -230,22 +232,32 @@ print(f"notebook run time: {time.perf_counter() - T_START:.0f} s ({'QUICK' if QU
 #   w⁴, w⁶, w⁸, the three crossing valleys, Σ w_i⁴ (λ = 125) and the five r = 0 RRRs (λ = 6 to 8), and
 #   they sit below λ for w1² + w2⁴ (0.5 vs 0.75), RRR r = 1 (4.5 vs 8) and the DLNs (6, 18, 25.5 vs 7,
 #   21.5, 50).
-# * **RRR and DLN (9 cases, no finite-t target).** With the quick suite's chains (4 chains × 2,000
-#   draws; 4,000 for the largest), 3 of 9 land within 10 % of λ. RRR (5,4,5) and (3,8,4) are 13 % low,
-#   RRR (4,3,8) 13 % high (1.8 se), DLN [4,5,3,4] 10.4 % low, DLN [10,5,5,5,10] 22 % low and
-#   DLN [10,20,20,20,10] 48 % low with R-hat 1.49. The package flags the step size where the chains
-#   ended for RRR (5,3,5) r = 1 and DLN [4,5,3,4] (ε·(nβ·h_max + γ)/4 = 0.13 and 0.17) and, with two
-#   warnings, for DLN [10,5,5,5,10]: the ratio is 1.01 there (h_max = 12.5), at which SGLD is unstable
-#   in the stiffest direction, and the MALA probe would accept only 67.6 % of the sampler's proposals
-#   (below 0.7: a visible discretisation bias), so that λ̂ carries a step-size error its se does not show.
-#   R-hat exceeds 1.05 in 11 of the 18 runs (the diagnostics table), so these error bars are not
-#   reliable; the full table (docs/ground-truth.md) uses 4× longer chains.
+# * **RRR (6 cases).** The quick suite runs them at full length (4 chains × 8,000 draws), and all six
+#   land within 10 % of λ, from −8.4 % (RRR (5,4,5)) to +4.4 % (RRR (8,3,4)), with R-hat 1.004–1.032.
+#   RRR (5,3,5) r = 1 ends at ε·(nβ·h_max + γ)/4 = 0.101, above 0.1 but less than twice its 0.052 at
+#   w*, so the package does not warn.
+# * **DLN (3 cases).** They run a quarter of the full row's steps (4 chains × 2,000 draws; 4,000 for
+#   the largest). They have no quadrature target; the `finite-t target` column of the table holds the
+#   finite-t value g measured by exact MALA (docs/ground-truth.md; the figure does not show it). All
+#   three miss 10 % of λ, and the package's verdict for each is "quick: not converged".
+#   DLN [4,5,3,4] gives 6.27 ± 0.30, 10.4 % below λ = 7 and 5.2 % below g = 6.611 ± 0.065.
+#   DLN [10,5,5,5,10] gives 16.69 ± 0.63, 22.4 % below λ = 21.5 but 24.4 % above g = 13.42 ± 0.20
+#   (g itself is 38 % below λ). DLN [10,20,20,20,10] gives 25.96 ± 3.4, 46.0 % below g = 48.08 ± 0.23,
+#   with R-hat 1.49. The package flags the step size where the chains ended for DLN [4,5,3,4]
+#   (ε·(nβ·h_max + γ)/4 = 0.173) and DLN [10,5,5,5,10] (1.06, at which SGLD is unstable in the
+#   stiffest direction). For DLN [10,5,5,5,10] the chains agree (R-hat 1.024) and λ̂ lies above g,
+#   the direction of the bias from an inflated variance in the stiffest direction: that row's
+#   diagnostics point to the step size rather than to the verdict's "not converged", and its se does
+#   not cover a step-size error.
+# * **Convergence.** R-hat exceeds 1.05 in 6 of the 18 runs (the diagnostics table): w⁸, w1²w2⁴,
+#   w1²w2²w3², w1² + w2⁴, Σ w_i⁴ and DLN [10,20,20,20,10]. The full table (docs/ground-truth.md) runs
+#   the potentials and the DLNs 4× longer.
 # * **Multiplicity bias.** The exact t·E_t[K] approaches λ = 1/2 slowly: for w1²w2² it is 0.327, 0.420
 #   and 0.445 at t = 30, 3·10⁴ and 10⁷ (still 0.055 below λ at 10⁷); for w1²w2²w3² 0.230, 0.351 and 0.395
 #   (0.106 below at 10⁷). The leading-order value λ − (m−1)/log t lies below the exact value at every
 #   t shown, far below for m = 3 at small t (0.066 against 0.260 at t = 100).
 # * **SGLD against the exact finite-t values.** No run raised a warning; the MALA probe accepts
-#   0.996–0.999 of fresh Langevin proposals in every run. At nβ = 10² and 10³ the four estimates are
+#   0.997–1.000 of its proposals in every run. At nβ = 10² and 10³ the four estimates are
 #   1.5–2.0 se above the exact values (0.3675 vs 0.3542, 0.3985 vs 0.3903, 0.2716 vs 0.2595, 0.3172 vs 0.3056); at
 #   nβ = 10⁴ both are below (0.3957 vs 0.4123, −2.6 se; 0.3070 vs 0.3384, −3.3 se, R-hat 1.048). So at
 #   nβ = 10⁴ the sampler's error is larger than its MCSE; at every nβ the estimates are closer to the
