@@ -32,10 +32,11 @@
 # Ranks come with their tolerance and the size of the spectral gap at the cut (in decades of
 # singular value / eigenvalue); λ̂ comes with its MCSE and R-hat.
 #
-# **Run it.** The committed outputs come from the full settings (about 4 minutes on 2 idle CPU cores;
-# the committed run took 10 minutes on 2 cores shared with other jobs). For a
-# smoke test in under a minute set `SLT_BASINS_QUICK=1` (short chains, fewer models and seeds; the
-# prose below describes the full run):
+# **Run it.** The committed outputs come from the full settings: 2.1 minutes on 2 CPU cores (Intel
+# Xeon) while another single-threaded job ran on the second core (earlier runs on a slower machine:
+# 4 minutes on idle cores, 10 on busy ones). For a smoke test in under a minute set
+# `SLT_BASINS_QUICK=1` (short chains, fewer models and seeds; the prose below describes the full
+# run):
 #
 # ```bash
 # SLT_BASINS_QUICK=1 python -m pytest --nbmake notebooks/03_flatness_measures.ipynb
@@ -234,15 +235,15 @@ fig
 # %% [markdown]
 # **What section 1 shows (full run).**
 #
-# * rank(H) = rank(G) in all 11 rows (zero-residual minima), with a spectral gap of 11.8–14.9 decades
+# * rank(H) = rank(G) in all 11 rows (zero-residual minima), with a spectral gap of 11.8–15.7 decades
 #   where there is a finite one to measure (`inf` for w1² + w2⁴, whose dropped eigenvalue is an exact
 #   zero).
 # * rank(H)/2 equals λ only for w² (0.5) and misses the higher-order part everywhere else: w⁴, w⁶,
 #   w1²w2² and w1⁴ + w2⁶ have rank(H)/2 = 0 and λ = 1/4, 1/6, 1/2, 5/12; w1² + w2⁴ has 0.5 against
 #   λ = 3/4; the DLN teachers have 2.5 and 6 against λ = 7/2 and 7.
 # * λ̂ follows the truth, not the rank: 0.233 ± 0.008 (w⁴), 0.148 ± 0.006 (w⁶), 0.722 ± 0.018
-#   (w1² + w2⁴), 3.38 ± 0.07 and 6.90 ± 0.25 (DLNs). The six polynomial estimates all lie below their
-#   exact finite-t targets, by 0.6–1.8 se each. For the DLNs the package warned that the chains
+#   (w1² + w2⁴), 3.38 ± 0.11 and 6.90 ± 0.25 (DLNs). The six polynomial estimates all lie below their
+#   exact finite-t targets, by 0.6–1.7 se each. For the DLNs the package warned that the chains
 #   ended where ε·(nβ·h_max + γ)/4 exceeds 0.1 (a possible upward step-size bias).
 # * The crossing valley's λ̂ = 0.341 ± 0.023 is near its finite-t target 0.372, not near λ = 1/2: at
 #   nβ = 263 the multiplicity m = 2 pulls the finite-t value down (notebook 02 measures this bias).
@@ -345,7 +346,7 @@ pd.DataFrame(ce_rows).style.format({"grad_norm": "{:.1e}", "gap_H": "{:.1f}", "g
 #   (rank G = 3, the dropped singular values are exact zeros), while H has all six eigenvalues
 #   between 0.06 and 9.4: rank H = 6 > rank G at a point with gradient 1.8·10⁻¹⁵ and positive
 #   definite H, i.e. a strict local minimum with non-zero residual.
-# * Cross-entropy at the soft-label minimum (gradient 4.6·10⁻¹⁷): rank H = 20 = rank G on probabilities
+# * Cross-entropy at the soft-label minimum (gradient 4.1·10⁻¹⁷): rank H = 20 = rank G on probabilities
 #   = n·(k − 1), while rank G on logits is 30 = n·k (and the NTK on logits has rank 30 as well). At
 #   the hard-label point (gradient 0.50) rank H = 44, equal to neither.
 
@@ -448,8 +449,8 @@ trained.groupby("width").agg(d=("d", "first"), max_rank=("max_rank", "first"), n
 #   (h = 2), 7/8 (h = 4), 6/8 (h = 8), 2/8 (h = 16) and 0/8 (h = 32) end below the bound, while the
 #   number of nets with at least one unit dead on all 16 inputs is 2, 6, 3, 4 and 7 of 8. So in this
 #   experiment rank deficiency became rarer as width grew from 4 to 32, even though dead units did
-#   not. The narrow nets (h ≤ 4) do not fit the random targets (median MSE ≈ 0.36); h = 16 and 32 do
-#   (median MSE 2.5·10⁻⁴ and 6.8·10⁻¹⁰).
+#   not. The narrow nets (h ≤ 4) do not fit the random targets (median MSE 0.38 and 0.36); h = 16 and 32 do
+#   (median MSE 3.5·10⁻⁶ and 3.9·10⁻¹⁰).
 
 # %% [markdown]
 # ## 4 · Basin volume needs a scale: log det(H + δI) as δ varies
