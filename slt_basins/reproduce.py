@@ -77,7 +77,7 @@ class Case:
     group: str = ""
     settings_note: str = ""
     extra: dict = field(default_factory=dict)
-    quick: bool = False  # a shortened row of ``suite(quick=True)``: a miss is reported as not converged
+    quick: bool = False  # a shortened row of ``suite(quick=True)``: its verdict says so
 
     @property
     def d(self) -> int:
@@ -122,7 +122,7 @@ def suite(quick: bool = False) -> list[Case]:
 
     def net(name, obj, eps, n=10_000, batch=500, chains=4, draws=8000, burn=2000, group="DLN"):
         # RRR rows keep their full length in quick mode (about 13 s each; a quarter of it missed 10 % of λ);
-        # DLN rows are shortened and a miss is reported as "quick: not converged"
+        # DLN rows are shortened, and their verdicts say so
         dr, bu = (draws, burn) if group == "RRR" else steps(draws, burn)
         return Case(name, "model", obj, eps, chains, dr, bu, n=n, batch_size=batch, group=group,
                     quick=quick and group != "RRR")
@@ -271,13 +271,14 @@ def _verdict(row: dict) -> str:
         return ("MISSES max(2%, 3 se) of the target: " + ("above: step-size bias (docs/theory.md)" if row["llc"] > row["finite_t_target"]
                                      else "below: chains not mixed (too few steps)"))
     end = row.get("step_stability_end") or 0.0
-    stiff = f"; ε·(nβh+γ)/4 = {end:.2g} where the chains ended" if end > 0.1 else ""
+    stiff = (f"; ε·(nβh+γ)/4 = {end:.2g} where the chains ended" + (" (unstable: ≥ 1)" if end >= 1 else "")
+             if end > 0.1 else "")
     if row["group"] in ("RRR", "DLN"):
         if abs(row["rel_err_lambda"]) <= 0.10:
             return "meets: within 10% of λ" if row["d"] <= 10_000 else "within 10% of λ (no target above 10⁴ parameters)"
         what = "MISSES 10% of λ" if row["d"] <= 10_000 else "outside 10% of λ (no target above 10⁴ parameters)"
-        if row.get("quick") in (True, 1):
-            return what + ": quick: not converged (a quarter of the full row's steps; run without --quick)"
+        if row.get("quick") in (True, 1):  # the same diagnosis, on a quarter of the full row's steps
+            what += " (quick: a quarter of the full row's steps; run without --quick)"
         g, g_se = row.get("finite_t_measured"), row.get("finite_t_measured_se")
         if g is not None and not pd.isna(g):
             return what + ": " + _split_by_measured(row, float(g), float(g_se), stiff)

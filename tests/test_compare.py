@@ -132,8 +132,11 @@ def test_verdicts_name_the_target_and_the_responsible_bias():
     assert "step-size" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16))
     assert "minibatch" in _verdict(dict(net, llc=25.0, rel_err_lambda=0.16, step_stability_end=0.01))
     assert "no target above 10⁴" in _verdict(dict(net, d=19800, llc=200.0, rel_err_lambda=-0.86))
-    quick = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166, quick=True))
-    assert "quick: not converged" in quick and "not mixed" not in quick and "step-size" not in quick
+    quick = _verdict(dict(net, llc=17.9, rel_err_lambda=-0.166, quick=True))  # the full row's diagnosis, labelled
+    assert quick == miss.replace("MISSES 10% of λ", "MISSES 10% of λ (quick: a quarter of the full row's steps; "
+                                 "run without --quick)")
+    unstable = _verdict(dict(net, llc=25.0, rel_err_lambda=0.16, step_stability_end=1.06, quick=True))
+    assert "step-size" in unstable and "1.1 where the chains ended (unstable: ≥ 1)" in unstable
     assert _verdict(dict(net, llc=20.0, rel_err_lambda=-0.07, quick=True)) == "meets: within 10% of λ"
 
 
