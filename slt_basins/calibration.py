@@ -14,7 +14,8 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
 2. **Accepted.** Stable, and
 
    * *small discretisation bias*: the MALA acceptance probability a of the sampler's own proposals
-     at the chains' final positions (``checks["mala_accept"]``) is high enough. For an unadjusted
+     from positions of the chains during the draws and at their ends (``checks["mala_accept"]``;
+     "Pooled over the scan" below) is high enough. For an unadjusted
      kernel (SGLD, RMSprop-SGLD) the criterion is on the *1-D equivalent acceptance*
      a₁ = 1 − (1 − a)/√d ≥ ``min_accept`` (default 0.998), with d the number of sampled parameters.
      Reason: on a d-dimensional Gaussian sampled by SGLD with ε·A/4 = s in every direction, the
@@ -26,8 +27,8 @@ The rules (applied by the pure function :func:`select_setting` to the table, in 
      d. Where most parameters are flat (a singular model) the stiff directions dominate the
      rejection and √d over-normalises, so the rule is more lenient there; rule 3 backs it up.
      *Pooled over the scan.* A cell's a comes from :data:`CALIBRATION_PROPOSALS` = 32 proposals per
-     chain (4× a run's probe), spread over four positions of each chain: three during the draws and
-     the final one (:func:`slt_basins.chains.probe_steps`). A snapshot of 8 proposals at the chains'
+     chain (4× a run's probe) in antithetic pairs, spread over four positions of each chain: three
+     during the draws and the final one (:func:`slt_basins.chains.probe_steps`). A snapshot of 8 proposals at the chains'
      final positions alone varied by up to a factor of 3 in 1 − a at the same ε between five seeds on
      a 2,410-parameter MLP (benchmarks/results/calibrate_seeds.md), and even so a per-cell verdict near
      the threshold is a coin flip. So for each (nβ, γ), log((1 − a)/√d) is fitted as α + p·log ε by least squares over

@@ -68,7 +68,9 @@ class Checks:
             was checked (:func:`slt_basins.checks.end_chains`); a stiff excursion of another chain
             can be missed.
         mala_accept: mean Metropolis acceptance probability (0–1): MALA's own, or that of fresh
-            Langevin proposals of an unadjusted kernel from the chains' final positions.
+            Langevin proposals of an unadjusted kernel (in antithetic pairs) from four positions per
+            chain: three kept during the draws and the final one
+            (:func:`slt_basins.checks.mala_probe`).
         r_hat: rank-normalised split R-hat of the per-draw LLC (≥ 2 chains).
         ess_bulk: bulk effective sample size of the per-draw LLC (draws).
         wall_time_s: seconds spent in the chain loop (the checks excluded).
