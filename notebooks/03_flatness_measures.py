@@ -432,10 +432,13 @@ for h in WIDTHS:
 trained = pd.DataFrame(train_rows)
 trained["deficient"] = trained.rank_G < trained.max_rank
 print(f"{len(trained)} nets trained in {time.perf_counter() - t0:.0f} s")
-trained.groupby("width").agg(d=("d", "first"), max_rank=("max_rank", "first"), nets=("seed", "size"),
+summary = trained.groupby("width").agg(d=("d", "first"), max_rank=("max_rank", "first"), nets=("seed", "size"),
                              rank_G_min=("rank_G", "min"), rank_G_max=("rank_G", "max"),
                              deficient=("deficient", "sum"), nets_with_dead_units=("dead_units", lambda s: int((s > 0).sum())),
                              median_train_mse=("train_mse", "median"), min_gap_G=("gap_G", "min"))
+# a rank with nothing dropped (G of full rank) has no gap: RankResult.gap_decades is None there
+summary["min_gap_G"] = summary["min_gap_G"].map(lambda g: "none (full rank)" if pd.isna(g) else f"{g:.1f}")
+summary
 
 # %% [markdown]
 # **What section 3 shows (full run).**
