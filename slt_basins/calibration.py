@@ -1129,7 +1129,8 @@ def _trend_warning(tr: Optional[StepTrend], llc: float, step_size: float) -> Opt
     way = "falls" if tr.bias > 0 else "rises"
     return (f'step_size="auto" chose ε = {step_size:.3g}, but λ̂ {way} as the step shrinks in its calibration cells '
             f"({cells}): a line in ε puts the step-size bias of λ̂ at the chosen ε at {tr.bias:+.3g} ± {tr.se:.2g} "
-            f"({tr.bias / llc:+.1%} of λ̂ = {llc:.4g}), more than the error bar says. Confirm with "
+            + (f"({tr.bias / llc:+.1%} of λ̂ = {llc:.4g})" if llc else f"(λ̂ = {llc:.4g})")
+            + ", more than the error bar says. Confirm with "
             f"step_size={step_size / 3:.2g} and 3× num_draws and num_burnin; a smaller step that has not "
             "equilibrated shows the same trend (check its R-hat).")
 

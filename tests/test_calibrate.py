@@ -259,6 +259,7 @@ def test_auto_warns_when_its_cells_show_a_significant_step_size_trend():
     assert noisy.bias < 2 * noisy.se and calibration._trend_warning(noisy, 0.85, 6e-4) is None
     tiny = calibration.step_trend(_cells([6e-4, 3e-4], [100.1, 100.0], 0.001), 6e-4, 100.0, 1.0)
     assert tiny.bias > 2 * tiny.se and calibration._trend_warning(tiny, 100.0, 6e-4) is None  # below 2 % of λ̂
+    assert "(λ̂ = 0)" in calibration._trend_warning(big, 0.0, 6e-4)  # no percentage of a zero estimate
 
 
 def test_auto_records_the_trend_of_its_cells_against_the_exact_bias():
