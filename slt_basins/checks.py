@@ -556,7 +556,9 @@ def rule_localization(e: Evidence) -> Optional[str]:
             f"{share:.2f} > {LOCALIZATION_SHARE_MAX:g}; 1 means λ̂ ∝ 1/γ), because nβ·h ≲ γ in most of the curvature "
             f"(nβ·h_max = {e.hyper.nbeta * (e.checks.hessian_max_abs_eig or math.nan):.3g}). λ̂ then measures the "
             "loss's curvature divided by γ as much as the basin's degeneracy. Lower γ"
-            + (f" (the share first falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g})" if g50 else "")
+            + (f" (the share first falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g}"
+               + ("; with the share this close to 0.5, a small change in the curvature can move that γ by decades"
+                  if share < LOCALIZATION_SHARE_MAX + 0.1 else "") + ")" if g50 else "")
             + " with a step size small enough for it, or report λ̂ as a function of γ "
             "(slt_basins.llc_vs_localization).")
 

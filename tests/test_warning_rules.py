@@ -105,3 +105,14 @@ def test_a_kernel_built_by_hand_keeps_the_stability_checks():
                                num_draws=200, progress=False)
     assert r.checks.step_stability == pytest.approx(1e-3 * (100 * 2 + 1) / 4, rel=1e-3)
     assert r.checks.mala_accept is not None
+
+
+def test_localization_warning_says_when_the_half_share_gamma_is_ill_determined():
+    """A share just above 0.5 over a wide range of γ makes the crossing γ jump by decades with small changes of
+    the curvature (seen in notebook 04: 106 on one machine, 0.33 on another); the warning says so."""
+    near = C.rule_localization(evidence(localization_share=0.56, quadratic_llc=3.0, localization_half=0.33,
+                                        hessian_max_abs_eig=1.0))
+    far = C.rule_localization(evidence(localization_share=0.9, quadratic_llc=3.0, localization_half=0.33,
+                                       hessian_max_abs_eig=1.0))
+    assert "γ ≈ 0.33" in near and "can move that γ by decades" in near
+    assert "γ ≈ 0.33" in far and "by decades" not in far
