@@ -550,16 +550,17 @@ def rule_localization(e: Evidence) -> Optional[str]:
     share, quad = e.checks.localization_share, e.checks.quadratic_llc
     if share is None or not share > LOCALIZATION_SHARE_MAX:
         return None
-    g50 = e.checks.localization_half
+    g50, where = e.checks.localization_half, ""
+    if g50:
+        fragile = ("; with the share this close to 0.5, a small change in the curvature can move that γ by decades"
+                   if share < LOCALIZATION_SHARE_MAX + 0.1 else "")
+        where = f" (the share first falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g}{fragile})"
     return (f"the localization γ = {e.hyper.localization:g} sets this λ̂ rather than the loss: in the quadratic model "
             f"of the loss at w*, λ_quad = Σ ½·nβh_i/(nβh_i + γ) = {quad:.3g} falls like γ^−{share:.2f} (share "
             f"{share:.2f} > {LOCALIZATION_SHARE_MAX:g}; 1 means λ̂ ∝ 1/γ), because nβ·h ≲ γ in most of the curvature "
             f"(nβ·h_max = {e.hyper.nbeta * (e.checks.hessian_max_abs_eig or math.nan):.3g}). λ̂ then measures the "
-            "loss's curvature divided by γ as much as the basin's degeneracy. Lower γ"
-            + (f" (the share first falls below {LOCALIZATION_SHARE_MAX:g} at γ ≈ {g50:.3g}"
-               + ("; with the share this close to 0.5, a small change in the curvature can move that γ by decades"
-                  if share < LOCALIZATION_SHARE_MAX + 0.1 else "") + ")" if g50 else "")
-            + " with a step size small enough for it, or report λ̂ as a function of γ "
+            f"loss's curvature divided by γ as much as the basin's degeneracy. Lower γ{where}"
+            " with a step size small enough for it, or report λ̂ as a function of γ "
             "(slt_basins.llc_vs_localization).")
 
 
