@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from slt_basins import estimate_llc
+from slt_basins import calibration, estimate_llc
 from slt_basins.errors import LLCWarning
 from _machine import git_state, machine
 
@@ -101,14 +101,13 @@ def run(model, data, kw: dict, step_size, seed: int, k: int = 1) -> dict:
 
 
 def line(ref: pd.DataFrame, eps: float) -> tuple[float, float, float]:
-    """(bias at eps, its se, λ̂(0)) from a weighted line through the per-ε means of the fixed runs."""
-    g = ref.groupby("step_size").agg(llc=("llc", "mean"), var=("mcse", lambda m: float((m ** 2).sum()) / len(m) ** 2))
-    x, y, w = g.index.to_numpy(float), g["llc"].to_numpy(), 1.0 / g["var"].to_numpy()
-    xm = (w * x).sum() / w.sum()
-    sxx = (w * (x - xm) ** 2).sum()
-    c = (w * (x - xm) * (y - (w * y).sum() / w.sum())).sum() / sxx
-    a = (w * y).sum() / w.sum() - c * xm
-    return float(c * eps), float(eps / math.sqrt(sxx)), float(a)
+    """(bias at eps, its se, λ̂(0)): the package's own trend fit (``calibration.step_trend``, the line
+    ``step_size="auto"`` reports) through the per-ε means of the fixed runs, with the standard error of each
+    mean as its weight."""
+    g = ref.groupby("step_size").agg(llc=("llc", "mean"), mcse=("mcse", lambda m: math.sqrt((m ** 2).sum()) / len(m)))
+    cells = g.reset_index().assign(nbeta=0.0, localization=GAMMA, ran=True, diverged=0, stable=True)
+    tr = calibration.step_trend(cells, eps, 0.0, GAMMA)
+    return tr.bias, tr.se, tr.limit
 
 
 def one_model(name: str, auto_seeds: int, ref_seeds: int) -> tuple[pd.DataFrame, list[str]]:

@@ -1082,13 +1082,15 @@ TREND_SE = 2.0  # run_auto warns when the cells' step-size trend puts the bias a
 class StepTrend(NamedTuple):
     """The step-size bias at a chosen ε implied by the calibration cells (:func:`step_trend`): ``bias`` =
     c·ε from a weighted least-squares line λ̂(ε') = a + c·ε' (weights 1/MCSE²) over ``cells`` cells,
-    ``se`` its standard error (ε·se(c)), and the cells' ``step_sizes`` and ``llcs``."""
+    ``se`` its standard error (ε·se(c)), the cells' ``step_sizes`` and ``llcs``, and ``limit`` = a, the
+    line's λ̂ at ε → 0."""
 
     bias: float
     se: float
     cells: int
     step_sizes: tuple
     llcs: tuple
+    limit: float
 
 
 def step_trend(table: pd.DataFrame, step_size: float, nbeta: float, localization: float) -> Optional[StepTrend]:
@@ -1105,8 +1107,8 @@ def step_trend(table: pd.DataFrame, step_size: float, nbeta: float, localization
     >>> t = pd.DataFrame(dict(nbeta=100.0, localization=1.0, step_size=[4e-3, 2e-3, 1e-3], ran=True, diverged=0,
     ...                       stable=True, llc=[1.3, 1.2, 1.1], mcse=0.01))
     >>> tr = step_trend(t, 2e-3, 100.0, 1.0)   # the chosen 2e-3 and the 1e-3 below it
-    >>> round(tr.bias, 6), tr.cells   # λ̂ = 1.0 + 100·ε: the bias at ε = 2e-3 is 0.2
-    (0.2, 2)
+    >>> round(tr.bias, 6), tr.cells, round(tr.limit, 6)   # λ̂ = 1.0 + 100·ε: the bias at ε = 2e-3 is 0.2
+    (0.2, 2, 1.0)
     """
     t = table[(table["nbeta"] == nbeta) & (table["localization"] == localization) & table["ran"].astype(bool)
               & (table["diverged"] == 0) & table["stable"].astype(bool) & (table["step_size"] <= step_size * (1 + 1e-9))]
@@ -1115,10 +1117,11 @@ def step_trend(table: pd.DataFrame, step_size: float, nbeta: float, localization
     if len(np.unique(x)) < 2:
         return None
     w = 1.0 / t["mcse"].to_numpy(float) ** 2
-    xm = float((w * x).sum() / w.sum())
+    xm, ym = float((w * x).sum() / w.sum()), float((w * y).sum() / w.sum())
     sxx = float((w * (x - xm) ** 2).sum())
-    c = float((w * (x - xm) * (y - float((w * y).sum() / w.sum()))).sum()) / sxx
-    return StepTrend(c * step_size, step_size / math.sqrt(sxx), len(t), tuple(x.tolist()), tuple(y.tolist()))
+    c = float((w * (x - xm) * (y - ym)).sum()) / sxx
+    return StepTrend(c * step_size, step_size / math.sqrt(sxx), len(t), tuple(x.tolist()), tuple(y.tolist()),
+                     ym - c * xm)
 
 
 def _trend_warning(tr: Optional[StepTrend], llc: float, step_size: float) -> Optional[str]:
